@@ -1,0 +1,191 @@
+"""The agent protocol and the machinery every off-policy actor-critic shares.
+
+The trainer (and the MACS synthesis policy) talk to every algorithm through ``Agent``:
+act on a batch of observations, store a batch of transitions, update, save and load.
+Observations and actions are torch tensors with a leading batch dimension; actions are in
+the environment's units, while the networks and the buffer work in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from macs_exp.agents.buffer import Batch, ReplayBuffer
+from macs_exp.config import AlgoConfig
+
+
+@runtime_checkable
+class Agent(Protocol):
+    name: str
+    buffer: ReplayBuffer
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+
+    def store(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None: ...
+
+    def update(self, gradient_steps: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    def load(self, path: str | Path) -> None: ...
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or infinite: training cannot meaningfully continue."""
+
+
+class OffPolicyAgent:
+    """Shared plumbing; subclasses define the networks, ``_policy`` and ``_train_step``."""
+
+    name: str
+
+    def __init__(
+        self,
+        cfg: AlgoConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
+            raise TypeError("these agents need Box observation and action spaces")
+        if not (action_space.is_bounded("both")):
+            raise ValueError("the action space must be bounded on both sides")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.obs_dim = int(observation_space.shape[0])
+        self.act_dim = int(action_space.shape[0])
+        low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+        high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self._act_center = (high + low) / 2
+        self._act_scale = (high - low) / 2
+        # One private stream for noise and minibatches; network initialisation uses the
+        # global stream, seeded here so that construction is reproducible on its own.
+        torch.manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device)
+        self.n_updates = 0
+
+    # --- acting -------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        scaled = self._policy(obs.to(self.device, torch.float32), deterministic)
+        return self._act_center + self._act_scale * scaled
+
+    def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def random_actions(self, n: int) -> torch.Tensor:
+        """Uniform actions over the action space, for the warm-up before learning starts."""
+        u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
+        return self._act_center + self._act_scale * (2 * u - 1)
+
+    # --- learning -----------------------------------------------------------------------
+    def store(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
+        scaled = (actions.to(self.device) - self._act_center) / self._act_scale
+        self.buffer.add(
+            obs.to(self.device),
+            scaled,
+            rewards.to(self.device),
+            next_obs.to(self.device),
+            terminated.to(self.device),
+        )
+
+    def update(self, gradient_steps: int) -> dict[str, float]:
+        """Runs ``gradient_steps`` updates; returns the mean of each loss over them."""
+        sums: dict[str, float] = {}
+        for _ in range(gradient_steps):
+            batch = self.buffer.sample(self.cfg.batch_size, self.generator)
+            losses = self._train_step(batch)
+            self.n_updates += 1
+            for key, value in losses.items():
+                v = float(value)
+                if v != v or v in (float("inf"), float("-inf")):
+                    raise DivergenceError(
+                        f"{self.name}: {key} became {v} at update {self.n_updates}. Lower the learning "
+                        f"rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards."
+                    )
+                sums[key] = sums.get(key, 0.0) + v
+        return {k: v / gradient_steps for k, v in sums.items()}
+
+    def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # --- persistence --------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        """Everything with a state_dict that a checkpoint must restore."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {k: m.state_dict() for k, m in self.modules().items()}
+        state["n_updates"] = self.n_updates
+        state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, module in self.modules().items():
+            module.load_state_dict(state[key])
+        self.n_updates = int(state["n_updates"])
+        self.generator.set_state(state["generator"])
+
+    def save(self, path: str | Path) -> None:
+        checkpoint = {
+            "algo": self.name,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            **self.state_dict(),
+        }
+        torch.save(checkpoint, path)
+
+    def load(self, path: str | Path) -> None:
+        checkpoint = torch.load(path, map_location=self.device, weights_only=True)
+        if checkpoint.get("algo") != self.name:
+            raise ValueError(f"{path} holds a {checkpoint.get('algo')!r} agent, not {self.name!r}")
+        if (checkpoint["obs_dim"], checkpoint["act_dim"]) != (self.obs_dim, self.act_dim):
+            raise ValueError(
+                f"{path} was trained for obs/action dims {checkpoint['obs_dim']}/{checkpoint['act_dim']}, "
+                f"this env has {self.obs_dim}/{self.act_dim}"
+            )
+        self.load_state_dict(checkpoint)
+
+
+def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
+    # The fused kernel updates all parameters in one call: for networks this small the
+    # per-tensor loop of the default implementation costs more than the arithmetic.
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class SoftUpdate:
+    """Polyak averaging ``target <- (1 - tau) target + tau source`` in one fused call."""
+
+    def __init__(self, target: nn.Module, source: nn.Module, tau: float) -> None:
+        self.target = list(target.parameters())
+        self.source = list(source.parameters())
+        self.tau = tau
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        torch._foreach_lerp_(self.target, self.source, self.tau)

@@ -1,0 +1,34 @@
+"""DDPG (Lillicrap et al., 2016).
+
+As in stable-baselines3, DDPG is TD3 with its three additions switched off: one critic, an
+actor update at every step and no target-policy smoothing. Only the schema differs.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+
+from macs_exp.agents.td3 import TD3
+from macs_exp.config import DDPGConfig, TD3Config
+
+
+class DDPG(TD3):
+    name = "ddpg"
+
+    def __init__(
+        self,
+        cfg: DDPGConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        as_td3 = TD3Config(
+            **{k: getattr(cfg, k) for k in DDPGConfig.__dataclass_fields__},
+            n_critics=1,
+            policy_delay=1,
+            target_policy_noise=0.0,
+            target_noise_clip=0.0,
+        )
+        super().__init__(as_td3, observation_space, action_space, device, seed)

@@ -1,0 +1,99 @@
+"""Networks shared by every agent.
+
+The critics are an ensemble evaluated with one batched matmul per layer: twin critics
+(TD3, SAC) cost one forward pass instead of two, which matters when the update loop,
+not the arithmetic, is the bottleneck.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, net_arch: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in net_arch:
+        layers += [nn.Linear(last, width), nn.ReLU()]
+        last = width
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """``n`` independent linear layers applied to ``(n, batch, in)`` inputs at once."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        # Same initialisation as nn.Linear, member by member.
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class QEnsemble(nn.Module):
+    """``n_critics`` Q(s, a) networks; returns ``(n_critics, batch)``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, net_arch: list[int], n_critics: int) -> None:
+        super().__init__()
+        self.n_critics = n_critics
+        dims = [obs_dim + act_dim, *net_arch]
+        layers: list[nn.Module] = []
+        for d_in, d_out in itertools.pairwise(dims):
+            layers += [EnsembleLinear(n_critics, d_in, d_out), nn.ReLU()]
+        layers.append(EnsembleLinear(n_critics, dims[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, actions], dim=-1).expand(self.n_critics, -1, -1)
+        return self.net(x).squeeze(-1)
+
+
+class DeterministicActor(nn.Module):
+    """Maps observations to actions in [-1, 1] (the agent rescales to the env's bounds)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, net_arch: list[int]) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, net_arch)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+
+class SquashedGaussianActor(nn.Module):
+    """tanh-squashed diagonal Gaussian policy, as SAC uses."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, net_arch: list[int], log_std_min: float, log_std_max: float
+    ) -> None:
+        super().__init__()
+        self.trunk = mlp(obs_dim, 2 * act_dim, net_arch)
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the squashed action and its log-probability."""
+        mean, log_std = self.trunk(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        std = log_std.exp()
+        if deterministic:
+            pre_tanh = mean
+        else:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            pre_tanh = mean + std * noise
+        action = torch.tanh(pre_tanh)
+        # log N(pre_tanh; mean, std) minus the log-det of tanh, written in its stable form.
+        normal_log_prob = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        log_det = 2.0 * (math.log(2.0) - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))
+        return action, (normal_log_prob - log_det).sum(-1)

@@ -1,0 +1,121 @@
+"""SAC (Haarnoja et al., 2018) with a learned entropy coefficient, following SB3's choices."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import torch
+
+from macs_exp.agents.base import OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.buffer import Batch
+from macs_exp.agents.networks import QEnsemble, SquashedGaussianActor
+from macs_exp.config import SACConfig
+
+
+class SAC(OffPolicyAgent):
+    name = "sac"
+    cfg: SACConfig
+
+    def __init__(
+        self,
+        cfg: SACConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        super().__init__(cfg, observation_space, action_space, device, seed)
+        self.actor = SquashedGaussianActor(
+            self.obs_dim, self.act_dim, cfg.net_arch, cfg.log_std_min, cfg.log_std_max
+        ).to(self.device)
+        self.critic = QEnsemble(self.obs_dim, self.act_dim, cfg.net_arch, cfg.n_critics).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = make_optimizer(self.actor.parameters(), cfg.actor_learning_rate)
+        self.critic_optimizer = make_optimizer(self.critic.parameters(), cfg.learning_rate)
+        self.actor_params = list(self.actor.parameters())
+        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
+
+        self.target_entropy = (
+            -float(self.act_dim)
+            if cfg.target_entropy == "auto"
+            else _number("target_entropy", cfg.target_entropy)
+        )
+        self.learn_ent_coef = cfg.ent_coef.startswith("auto")
+        if self.learn_ent_coef:
+            init = _number("ent_coef", cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0
+            self.log_ent_coef = torch.tensor([init], device=self.device).log().requires_grad_(True)
+            self.ent_coef_optimizer: torch.optim.Optimizer | None = make_optimizer(
+                [self.log_ent_coef], cfg.learning_rate
+            )
+        else:
+            self.log_ent_coef = torch.tensor([_number("ent_coef", cfg.ent_coef)], device=self.device).log()
+            self.ent_coef_optimizer = None
+
+    def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.actor(obs, deterministic, self.generator)[0]
+
+    def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        actions_pi, log_prob = self.actor(batch.obs, generator=self.generator)
+        losses: dict[str, torch.Tensor] = {}
+        if self.ent_coef_optimizer is not None:
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+            self.ent_coef_optimizer.zero_grad()
+            ent_coef_loss.backward()
+            self.ent_coef_optimizer.step()
+            losses["ent_coef_loss"] = ent_coef_loss.detach()
+        ent_coef = self.log_ent_coef.detach().exp()
+
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor(batch.next_obs, generator=self.generator)
+            next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+            next_q = next_q - ent_coef * next_log_prob
+            target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
+
+        q = self.critic(batch.obs, batch.actions)
+        critic_loss = 0.5 * ((q - target_q) ** 2).mean(dim=1).sum()
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        q_pi = self.critic(batch.obs, actions_pi).min(dim=0).values
+        actor_loss = (ent_coef * log_prob - q_pi).mean()
+        self.actor_optimizer.zero_grad()
+        # Gradients for the actor only: the critic's weight gradients would be discarded.
+        actor_loss.backward(inputs=self.actor_params)
+        self.actor_optimizer.step()
+
+        if (self.n_updates + 1) % cfg.target_update_interval == 0:
+            self.update_critic_target()
+        losses.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef[0])
+        return losses
+
+    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        mods: dict[str, torch.nn.Module | torch.optim.Optimizer] = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "actor_optimizer": self.actor_optimizer,
+            "critic_optimizer": self.critic_optimizer,
+        }
+        if self.ent_coef_optimizer is not None:
+            mods["ent_coef_optimizer"] = self.ent_coef_optimizer
+        return mods
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "log_ent_coef": self.log_ent_coef.detach().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.log_ent_coef.copy_(state["log_ent_coef"])
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"algo.{key}={text!r} is neither 'auto' nor a number (e.g. algo.{key}=0.1)"
+        ) from None

@@ -1,0 +1,84 @@
+"""TD3 (Fujimoto et al., 2018): twin critics, delayed actor updates, target smoothing."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import torch
+
+from macs_exp.agents.base import OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.buffer import Batch
+from macs_exp.agents.networks import DeterministicActor, QEnsemble
+from macs_exp.config import TD3Config
+
+
+class TD3(OffPolicyAgent):
+    name = "td3"
+    cfg: TD3Config
+
+    def __init__(
+        self,
+        cfg: TD3Config,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        super().__init__(cfg, observation_space, action_space, device, seed)
+        self.actor = DeterministicActor(self.obs_dim, self.act_dim, cfg.net_arch).to(self.device)
+        self.critic = QEnsemble(self.obs_dim, self.act_dim, cfg.net_arch, cfg.n_critics).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = make_optimizer(self.actor.parameters(), cfg.actor_learning_rate)
+        self.critic_optimizer = make_optimizer(self.critic.parameters(), cfg.learning_rate)
+        self.actor_params = list(self.actor.parameters())
+        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
+        self.update_actor_target = SoftUpdate(self.actor_target, self.actor, cfg.tau)
+        self._last_actor_loss = torch.zeros(())
+
+    def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        action = self.actor(obs)
+        if deterministic or self.cfg.action_noise <= 0:
+            return action
+        noise = torch.randn(action.shape, generator=self.generator, device=self.device)
+        return (action + self.cfg.action_noise * noise).clamp(-1.0, 1.0)
+
+    def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        with torch.no_grad():
+            next_actions = self.actor_target(batch.next_obs)
+            if cfg.target_policy_noise > 0:
+                noise = torch.randn(next_actions.shape, generator=self.generator, device=self.device)
+                noise = (cfg.target_policy_noise * noise).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
+                next_actions = (next_actions + noise).clamp(-1.0, 1.0)
+            next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+            target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
+
+        q = self.critic(batch.obs, batch.actions)
+        critic_loss = ((q - target_q) ** 2).mean(dim=1).sum()
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # n_updates counts completed updates; SB3 trains the actor on every policy_delay-th one.
+        if (self.n_updates + 1) % cfg.policy_delay == 0:
+            actor_loss = -self.critic(batch.obs, self.actor(batch.obs))[0].mean()
+            self.actor_optimizer.zero_grad()
+            # Gradients for the actor only: the critic's weight gradients would be discarded.
+            actor_loss.backward(inputs=self.actor_params)
+            self.actor_optimizer.step()
+            self.update_critic_target()
+            self.update_actor_target()
+            self._last_actor_loss = actor_loss.detach()
+        return {"critic_loss": critic_loss.detach(), "actor_loss": self._last_actor_loss}
+
+    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
+            "actor_optimizer": self.actor_optimizer,
+            "critic_optimizer": self.critic_optimizer,
+        }

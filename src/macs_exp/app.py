@@ -1,0 +1,52 @@
+"""The Hydra application behind ``python -m macs_exp`` and the ``macs-exp`` script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from macs_exp.config import ALGO_SCHEMAS, MODE_SCHEMAS, Config, EnvConfig, TrackingConfig, TrainerConfig
+
+# The YAML groups live in the repository's top-level conf/ (src layout: two levels up).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def register_configs() -> None:
+    """Exposes the schemas to the YAML defaults lists as ``<group>/<name>_schema``."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for name, schema in ALGO_SCHEMAS.items():
+        cs.store(group="algo", name=f"{name}_schema", node=schema)
+    for name, schema in MODE_SCHEMAS.items():
+        cs.store(group="mode", name=f"{name}_schema", node=schema)
+    cs.store(group="env", name="env_schema", node=EnvConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _main(cfg: DictConfig) -> float | None:
+    from macs_exp.trainer import run_experiment
+
+    result = run_experiment(cfg, HydraConfig.get().runtime.output_dir)
+    # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric.
+    return result.final_eval.get(result.key_metric)
+
+
+def main() -> None:
+    _main()
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``python -m macs_exp <overrides>`` would run, for scripts and tests."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])

@@ -1,0 +1,170 @@
+"""MLflow tracking with batched writes and a run that records its own failure.
+
+Metrics are buffered and sent with ``log_batch`` (one request per flush instead of one per
+value): with SQLite each request is a transaction, and per-value logging would cost more
+than the training step it measures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from macs_exp.config import TrackingConfig
+
+# log_batch accepts at most 1000 metrics, 100 params and 100 tags per request.
+_MAX_METRICS = 1000
+_MAX_PARAMS = 100
+_MAX_TAGS = 100
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class NullTracker:
+    """Used with ``tracking.enabled=false``: every call is accepted and dropped."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    if cfg.uri:
+        return cfg.uri
+    return f"sqlite:///{Path(cfg.dir).resolve() / 'mlflow.db'}"
+
+
+def ensure_experiment(cfg: TrackingConfig) -> str:
+    """Creates the database and experiment if needed and returns the experiment id.
+
+    Safe to call from several processes: a lost creation race falls back to a lookup.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if not cfg.uri:
+        Path(cfg.dir).mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None if cfg.uri else (Path(cfg.dir).resolve() / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=artifacts)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class MlflowTracker:
+    def __init__(self, cfg: TrackingConfig, tags: Mapping[str, str]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.cfg = cfg
+        self.client = MlflowClient(tracking_uri=tracking_uri(cfg))
+        experiment_id = ensure_experiment(cfg)
+        run = self.client.create_run(experiment_id, run_name=cfg.run_name, tags=dict(tags))
+        self.run_id: str | None = run.info.run_id
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_PARAMS):
+            self.client.log_batch(self._id, params=items[i : i + _MAX_PARAMS])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, len(items), _MAX_TAGS):
+            self.client.log_batch(self._id, tags=items[i : i + _MAX_TAGS])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if time.monotonic() - self._last_flush >= self.cfg.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), _MAX_METRICS):
+            self.client.log_batch(self._id, metrics=pending[i : i + _MAX_METRICS])
+        self._last_flush = time.monotonic()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self._id, text, artifact_file)
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self._id, status=status)
+
+    @property
+    def _id(self) -> str:
+        assert self.run_id is not None
+        return self.run_id
+
+
+@contextlib.contextmanager
+def tracked_run(
+    cfg: TrackingConfig, params: Mapping[str, str], tags: Mapping[str, str], config_yaml: str
+) -> Iterator[Tracker]:
+    """One MLflow run around a block: FINISHED on success; on an exception the buffered
+    metrics are flushed, the traceback is stored as ``traceback.txt`` and the run is marked
+    FAILED (KILLED for Ctrl-C) before the exception propagates."""
+    if not cfg.enabled:
+        yield NullTracker()
+        return
+    tracker = MlflowTracker(cfg, tags)
+    try:
+        tracker.log_params(params)
+        tracker.log_text(config_yaml, "config.yaml")
+        yield tracker
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            tracker.flush()
+        with contextlib.suppress(Exception):
+            tracker.log_text("".join(traceback.format_exception(exc)), "traceback.txt")
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.flush()
+    tracker.end("FINISHED")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b.c": "value"}``, the form MLflow params take."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat

@@ -1,0 +1,162 @@
+"""The training loop: one loop for every algorithm and every batched env."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from macs_exp.agents.base import OffPolicyAgent
+from macs_exp.config import AlgoConfig, TrainerConfig
+from macs_exp.envs.base import BatchedEnv
+from macs_exp.metrics import EpisodeStats
+from macs_exp.tracking import Tracker
+from macs_exp.trainer.progress import Progress
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    # The evaluation metric that selects the best checkpoint (and that sweepers optimise).
+    key_metric: str
+    final_eval: dict[str, float]
+    best_eval: dict[str, float]
+    # metric name -> [(user_step, value), ...], for the learning-curve figure
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Trainer:
+    def __init__(
+        self,
+        agent: OffPolicyAgent,
+        env: BatchedEnv,
+        eval_env: BatchedEnv,
+        cfg: TrainerConfig,
+        algo: AlgoConfig,
+        tracker: Tracker,
+        seed: int,
+        checkpoint_dir: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.agent = agent
+        self.env = env
+        self.eval_env = eval_env
+        self.cfg = cfg
+        self.algo = algo
+        self.tracker = tracker
+        self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress or Progress("none", cfg.total_steps, "")
+        self.items_per_page = env.metadata.get("items_per_page")
+        # The metric that selects the best checkpoint: CTR where the env defines one.
+        self.key_metric = "eval/ctr" if self.items_per_page else "eval/episode_reward"
+
+    def train(self) -> TrainResult:
+        cfg, algo, env = self.cfg, self.algo, self.env
+        n = env.num_envs
+        obs_np, _ = env.reset(seed=self.seed)
+        obs = torch.from_numpy(np.array(obs_np, dtype=np.float32))
+        running_return = np.zeros(n, dtype=np.float64)
+        running_length = np.zeros(n, dtype=np.int64)
+        episodes = EpisodeStats(self.items_per_page)
+        loss_sums: dict[str, float] = defaultdict(float)
+        loss_count = 0
+        result = TrainResult(steps=0, key_metric=self.key_metric, final_eval={}, best_eval={})
+
+        steps = vec_steps = 0
+        next_log, next_eval = cfg.log_every, cfg.eval_every
+        window_start, window_steps, eval_time = time.perf_counter(), 0, 0.0
+        while steps < cfg.total_steps:
+            actions = self.agent.random_actions(n) if steps < algo.learning_starts else self.agent.act(obs)
+            next_np, rewards_np, terminated_np, truncated_np, info = env.step(actions.cpu().numpy())
+            done_np = terminated_np | truncated_np
+            next_obs = torch.from_numpy(np.array(next_np, dtype=np.float32))
+            # Bootstrapping needs the true last observation of a finished episode, not the
+            # first observation of its replacement.
+            real_next = (
+                torch.from_numpy(np.where(done_np[:, None], info["final_obs"], next_np).astype(np.float32))
+                if done_np.any()
+                else next_obs
+            )
+            self.agent.store(
+                obs, actions, torch.from_numpy(rewards_np), real_next, torch.from_numpy(terminated_np)
+            )
+            obs = next_obs
+            steps += n
+            vec_steps += 1
+            window_steps += n
+            self.progress.advance(n)
+
+            running_return += rewards_np
+            running_length += 1
+            if done_np.any():
+                episodes.add(running_return[done_np], running_length[done_np])
+                running_return[done_np] = 0.0
+                running_length[done_np] = 0
+
+            if steps >= algo.learning_starts and vec_steps % algo.train_freq == 0:
+                grad_steps = algo.gradient_steps if algo.gradient_steps > 0 else n * algo.train_freq
+                for key, value in self.agent.update(grad_steps).items():
+                    loss_sums[key] += value
+                loss_count += 1
+
+            if steps >= next_log or steps >= cfg.total_steps:
+                elapsed = time.perf_counter() - window_start - eval_time
+                metrics = {f"train/{k}": v / loss_count for k, v in loss_sums.items()} if loss_count else {}
+                metrics.update(episodes.summary("train"))
+                metrics["perf/steps_per_s"] = window_steps / max(elapsed, 1e-9)
+                self._log(metrics, steps, result)
+                episodes = EpisodeStats(self.items_per_page)
+                loss_sums.clear()
+                loss_count = 0
+                window_start, window_steps, eval_time = time.perf_counter(), 0, 0.0
+                next_log += cfg.log_every
+
+            if steps >= next_eval or steps >= cfg.total_steps:
+                t0 = time.perf_counter()
+                self._evaluate(steps, result)
+                eval_time += time.perf_counter() - t0
+                next_eval += cfg.eval_every
+
+        result.steps = steps
+        self.tracker.flush()
+        return result
+
+    def _evaluate(self, steps: int, result: TrainResult) -> None:
+        metrics = evaluate(self.agent, self.eval_env, self.cfg.eval_seed, self.items_per_page)
+        self._log(metrics, steps, result)
+        result.final_eval = metrics
+        if not result.best_eval or metrics[self.key_metric] > result.best_eval[self.key_metric]:
+            result.best_eval = {**metrics, "step": float(steps)}
+            self.agent.save(self.checkpoint_dir / "best_agent.pt")
+
+    def _log(self, metrics: dict[str, float], steps: int, result: TrainResult) -> None:
+        self.tracker.log_metrics(metrics, steps)
+        for key, value in metrics.items():
+            result.history[key].append((steps, value))
+        self.progress.report(steps, metrics)
+
+
+@torch.no_grad()
+def evaluate(
+    agent: OffPolicyAgent, env: BatchedEnv, seed: int, items_per_page: int | None
+) -> dict[str, float]:
+    """Runs every user of ``env`` through exactly one episode with the deterministic policy."""
+    obs, _ = env.reset(seed=seed)
+    n = env.num_envs
+    active = np.ones(n, dtype=bool)
+    returns = np.zeros(n, dtype=np.float64)
+    lengths = np.zeros(n, dtype=np.int64)
+    while active.any():
+        actions = agent.act(torch.from_numpy(np.asarray(obs, dtype=np.float32)), deterministic=True)
+        obs, rewards, terminated, truncated, _ = env.step(actions.cpu().numpy())
+        returns += rewards * active
+        lengths += active
+        active &= ~(terminated | truncated)
+    stats = EpisodeStats(items_per_page)
+    stats.add(returns, lengths)
+    return stats.summary("eval")

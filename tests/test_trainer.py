@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from macs_exp.agents import make_agent
+from macs_exp.app import compose_config
+from macs_exp.config import EnvConfig
+from macs_exp.envs.factory import make_batched_env
+from macs_exp.envs.gym_batched import GymBatchedEnv
+from macs_exp.metrics import EpisodeStats, ctr
+from macs_exp.trainer import evaluate, run_experiment
+
+
+def test_ctr_is_pooled_clicks_over_items_shown() -> None:
+    assert ctr(clicks=30, pages=6, items_per_page=10) == 0.5
+    assert ctr(clicks=0, pages=0, items_per_page=10) == 0.0
+    stats = EpisodeStats(items_per_page=10)
+    stats.add(np.array([10.0, 0.0]), np.array([1, 3]))  # 10 clicks over 4 pages
+    stats.add(np.array([6.0]), np.array([2]))
+    summary = stats.summary("eval")
+    assert summary["eval/ctr"] == pytest.approx(16 / 60)
+    assert summary["eval/episode_reward"] == pytest.approx(16 / 3)
+    assert summary["eval/episodes"] == 3
+    plain = EpisodeStats(None)
+    plain.add(np.array([1.0]), np.array([5]))
+    assert set(plain.summary("x")) == {"x/episode_reward", "x/episode_length", "x/episodes"}
+
+
+def test_gym_adapter_gives_dense_final_obs_on_truncation() -> None:
+    env = GymBatchedEnv("Pendulum-v1", num_envs=2)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == (2, 3)
+    for t in range(200):
+        obs, rewards, terminated, truncated, info = env.step(np.zeros((2, 1), np.float32))
+        assert info["final_obs"].shape == (2, 3)
+        assert not terminated.any()
+        assert truncated.all() == (t == 199)
+    # Same-step autoreset: the returned obs is a fresh start, the final one is kept apart.
+    assert not np.allclose(obs, info["final_obs"])
+
+
+def test_gym_adapter_snapshot_restore_replays_exactly() -> None:
+    env = GymBatchedEnv("Pendulum-v1", num_envs=2)
+    env.reset(seed=1)
+    actions = np.random.default_rng(0).uniform(-2, 2, (10, 2, 1)).astype(np.float32)
+    state = env.snapshot()
+    first = [env.step(a)[0] for a in actions]
+    env.restore(state)
+    env.step(-actions[0])  # a branch that must leave no trace
+    env.restore(state)
+    second = [env.step(a)[0] for a in actions]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_make_batched_env_rejects_unknown_ids() -> None:
+    cfg = EnvConfig(name="x", id="NoSuchEnv-v9", num_envs=1, kwargs={})
+    with pytest.raises(ValueError, match="NoSuchEnv-v9"):
+        make_batched_env(cfg, 1, "cpu")
+
+
+def test_evaluation_runs_each_user_for_exactly_one_episode() -> None:
+    cfg = compose_config(["algo=td3"])
+    env = make_batched_env(OmegaConf.to_object(cfg.env), 32, "cpu")
+    agent = make_agent(OmegaConf.to_object(cfg.algo), env.single_observation_space, env.single_action_space, "cpu", 0)
+    first = evaluate(agent, env, seed=5, items_per_page=10)
+    assert first == evaluate(agent, env, seed=5, items_per_page=10)
+    assert first["eval/episodes"] == 32
+    assert first["eval/ctr"] == pytest.approx(first["eval/episode_reward"] / (first["eval/episode_length"] * 10))
+    assert first != evaluate(agent, env, seed=6, items_per_page=10)
+
+
+def test_trainer_runs_a_generic_gymnasium_env(tmp_path: Path) -> None:
+    cfg = compose_config(
+        [
+            "env=pendulum",
+            "algo=sac",
+            "tracking.enabled=false",
+            "trainer.total_steps=400",
+            "trainer.eval_every=400",
+            "trainer.eval_episodes=2",
+            "trainer.log_every=200",
+            "trainer.progress=none",
+            "algo.learning_starts=200",
+            "algo.batch_size=32",
+        ]
+    )
+    result = run_experiment(cfg, tmp_path)
+    assert result.key_metric == "eval/episode_reward"
+    assert result.final_eval["eval/episode_length"] == 200
+    assert "eval/ctr" not in result.final_eval
+    assert result.history["train/episode_reward"][0][0] == 200  # first window: one full episode
+
+
+def test_batched_users_share_one_update_schedule(tiny: list[str], tmp_path: Path) -> None:
+    """N users per step: the budget counts user-steps, gradient_steps=-1 keeps one update per user-step."""
+    cfg = compose_config(["algo=ddpg", "env.num_envs=8", "algo.gradient_steps=-1", "tracking.enabled=false", *tiny])
+    result = run_experiment(cfg, tmp_path)
+    assert result.steps == 400
+    checkpoint = torch.load(tmp_path / "agent.pt", weights_only=True)
+    assert checkpoint["n_updates"] == 400 - 96  # updates start once 100 user-steps (13 x 8 = 104) are in
+
+
+def test_log_mode_prints_progress_lines(tiny: list[str], tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="macs_exp")
+    cfg = compose_config(["tracking.enabled=false", *tiny, "trainer.progress=log"])
+    run_experiment(cfg, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if " step " in r.getMessage()]
+    assert any("step 400/400" in line and "eval/ctr=" in line for line in lines)
+    assert len(lines) >= 4
