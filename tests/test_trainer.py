@@ -37,7 +37,7 @@ def test_gym_adapter_gives_dense_final_obs_on_truncation() -> None:
     obs, _ = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.shape == (2, 3)
     for t in range(200):
-        obs, rewards, terminated, truncated, info = env.step(np.zeros((2, 1), np.float32))
+        obs, _, terminated, truncated, info = env.step(np.zeros((2, 1), np.float32))
         assert info["final_obs"].shape == (2, 3)
         assert not terminated.any()
         assert truncated.all() == (t == 199)
@@ -67,11 +67,15 @@ def test_make_batched_env_rejects_unknown_ids() -> None:
 def test_evaluation_runs_each_user_for_exactly_one_episode() -> None:
     cfg = compose_config(["algo=td3"])
     env = make_batched_env(OmegaConf.to_object(cfg.env), 32, "cpu")
-    agent = make_agent(OmegaConf.to_object(cfg.algo), env.single_observation_space, env.single_action_space, "cpu", 0)
+    agent = make_agent(
+        OmegaConf.to_object(cfg.algo), env.single_observation_space, env.single_action_space, "cpu", 0
+    )
     first = evaluate(agent, env, seed=5, items_per_page=10)
     assert first == evaluate(agent, env, seed=5, items_per_page=10)
     assert first["eval/episodes"] == 32
-    assert first["eval/ctr"] == pytest.approx(first["eval/episode_reward"] / (first["eval/episode_length"] * 10))
+    assert first["eval/ctr"] == pytest.approx(
+        first["eval/episode_reward"] / (first["eval/episode_length"] * 10)
+    )
     assert first != evaluate(agent, env, seed=6, items_per_page=10)
 
 
@@ -99,7 +103,9 @@ def test_trainer_runs_a_generic_gymnasium_env(tmp_path: Path) -> None:
 
 def test_batched_users_share_one_update_schedule(tiny: list[str], tmp_path: Path) -> None:
     """N users per step: the budget counts user-steps, gradient_steps=-1 keeps one update per user-step."""
-    cfg = compose_config(["algo=ddpg", "env.num_envs=8", "algo.gradient_steps=-1", "tracking.enabled=false", *tiny])
+    cfg = compose_config(
+        ["algo=ddpg", "env.num_envs=8", "algo.gradient_steps=-1", "tracking.enabled=false", *tiny]
+    )
     result = run_experiment(cfg, tmp_path)
     assert result.steps == 400
     checkpoint = torch.load(tmp_path / "agent.pt", weights_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from macs_exp.envs.virtual_taobao import (
     VirtualTaobaoCore,
     VirtualTaobaoEnv,
     VirtualTaobaoVecEnv,
+    _inverse_cdf,
     load_networks,
 )
 
@@ -213,10 +215,11 @@ def test_make_vec_uses_the_batched_env() -> None:
     envs.close()
 
 
-def test_sampled_users_match_the_reference_statistics() -> None:
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_sampled_users_match_the_reference_statistics(exact_rng: bool) -> None:
     """FACTS.md section 7: leave mean 7.92, P(leave=1) 13.7 %, E[clicks | zero action, p=0] 1.33."""
     n = 4000
-    vec = VirtualTaobaoVecEnv(n)
+    vec = VirtualTaobaoVecEnv(n, exact_rng=exact_rng)
     vec.reset(seed=0)
     leave = vec.core.leave.double()
     assert abs(leave.mean().item() - 7.92) < 0.6  # s.d. of leave is about 12.5
@@ -236,8 +239,9 @@ def test_sampled_users_match_the_reference_statistics() -> None:
     assert abs(rewards.mean() - expected.mean().item()) < 0.1
 
 
-def test_replacement_users_have_the_same_distribution() -> None:
-    vec = VirtualTaobaoVecEnv(256)
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_replacement_users_have_the_same_distribution(exact_rng: bool) -> None:
+    vec = VirtualTaobaoVecEnv(256, exact_rng=exact_rng)
     vec.reset(seed=1)
     zero = np.zeros((256, ACTION_DIM), np.float32)
     leaves: list[np.ndarray] = []
@@ -249,8 +253,9 @@ def test_replacement_users_have_the_same_distribution() -> None:
     assert abs((leave == 1).mean() - 0.137) < 0.025
 
 
-def test_vec_env_same_step_autoreset_and_final_obs() -> None:
-    vec = VirtualTaobaoVecEnv(64)
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_vec_env_same_step_autoreset_and_final_obs(exact_rng: bool) -> None:
+    vec = VirtualTaobaoVecEnv(64, exact_rng=exact_rng)
     obs, _ = vec.reset(seed=3)
     actions = np.full((64, ACTION_DIM), -1.0, np.float32)
     finished = 0
@@ -287,9 +292,10 @@ def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_vec_env_is_deterministic_given_the_seed() -> None:
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_vec_env_is_deterministic_given_the_seed(exact_rng: bool) -> None:
     actions = np.random.default_rng(0).uniform(-1, 1, (30, 16, ACTION_DIM)).astype(np.float32)
-    first, second, other = VirtualTaobaoVecEnv(16), VirtualTaobaoVecEnv(16), VirtualTaobaoVecEnv(16)
+    first, second, other = (VirtualTaobaoVecEnv(16, exact_rng=exact_rng) for _ in range(3))
     obs_a, _ = first.reset(seed=11)
     obs_b, _ = second.reset(seed=11)
     obs_c, _ = other.reset(seed=12)
@@ -326,9 +332,13 @@ def test_single_env_snapshot_restore_reproduces_the_unbranched_run() -> None:
     assert detour[:40] != expected[:40]
 
 
-def test_vec_env_snapshot_restore_reproduces_the_unbranched_run() -> None:
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_vec_env_snapshot_restore_reproduces_the_unbranched_run(exact_rng: bool) -> None:
     actions = np.random.default_rng(4).uniform(-1, 1, (40, 16, ACTION_DIM)).astype(np.float32)
-    straight, branched = VirtualTaobaoVecEnv(16), VirtualTaobaoVecEnv(16)
+    straight, branched = (
+        VirtualTaobaoVecEnv(16, exact_rng=exact_rng),
+        VirtualTaobaoVecEnv(16, exact_rng=exact_rng),
+    )
     straight.reset(seed=5)
     branched.reset(seed=5)
     _rollout(straight, actions[:8])
@@ -342,3 +352,173 @@ def test_vec_env_snapshot_restore_reproduces_the_unbranched_run() -> None:
     assert any(not np.array_equal(x, y) for x, y in zip(detour, expected[: len(detour)], strict=True))
     with pytest.raises(ValueError, match="users"):
         VirtualTaobaoVecEnv(8).restore(snapshot)
+
+
+def test_inverse_cdf_never_draws_a_vanishing_class_even_at_the_uniform_extremes() -> None:
+    largest_below_one = float(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    uniform = torch.tensor([0.0, 2.0**-24, 0.5, largest_below_one]).unsqueeze(1)
+    inf = math.inf
+    cases = {
+        # -inf classes first, between and last, as padding puts them.
+        (-inf, 0.0, -inf, 0.0, -inf): {1, 3},
+        # Spreads like A's, far beyond float32's range once exponentiated.
+        (-1e5, 0.0, -1e5): {1},
+        (2e4, -3e4, 2e4 - 1.0): {0, 2},
+    }
+    for logits, allowed in cases.items():
+        draws = _inverse_cdf(torch.tensor(logits).repeat(len(uniform), 1), uniform)
+        assert set(draws.tolist()) <= allowed, logits
+    # u = 0 takes the last class of positive weight, u close to 1 the first.
+    assert _inverse_cdf(torch.tensor([[1.0, 2.0, -inf]] * 2), uniform[[0, 3]]).tolist() == [1, 0]
+
+
+def _z_scores(counts_a: np.ndarray, counts_b: np.ndarray, n: int) -> np.ndarray:
+    """Two-sample z-scores of category frequencies, over categories seen at all."""
+    pooled = (counts_a + counts_b) / (2 * n)
+    seen = pooled > 0
+    se = np.sqrt(pooled[seen] * (1 - pooled[seen]) * 2 / n)
+    return (counts_a[seen] - counts_b[seen]) / n / se
+
+
+def test_fast_and_exact_sampling_draw_users_from_the_same_distribution() -> None:
+    n = 20_000
+    fast, exact = VirtualTaobaoCore(n, exact_rng=False), VirtualTaobaoCore(n, exact_rng=True)
+    for core in (fast, exact):
+        core.seed(5)
+        core.new_episodes()
+    assert _one_hot_per_group(fast.user.numpy())
+    # Each of the 88 user categories, then the commonest page budgets: |z| >= 5 in any of
+    # them would be a real mismatch, not chance.
+    z = _z_scores(fast.user.sum(0).numpy(), exact.user.sum(0).numpy(), n)
+    assert np.abs(z).max() < 5
+    leave_fast, leave_exact = fast.leave.numpy(), exact.leave.numpy()
+    se = np.sqrt((leave_fast.var() + leave_exact.var()) / n)
+    assert abs(leave_fast.mean() - leave_exact.mean()) < 5 * se
+    counts = [np.bincount(leave, minlength=101)[[1, 2, 3, 5, 10]] for leave in (leave_fast, leave_exact)]
+    assert np.abs(_z_scores(*counts, n)).max() < 5
+
+
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_click_and_b_draws_follow_the_action_model_at_a_fixed_state(exact_rng: bool) -> None:
+    """20,000 copies of one user on one page under one action: the sampled clicks and b
+    match A's softmax probabilities, and the mean click count ``expected_clicks``."""
+    probe = VirtualTaobaoCore(64)
+    probe.seed(0)
+    probe.new_episodes()
+    nets = load_networks(torch.device("cpu"))
+    zero = np.zeros(ACTION_DIM, np.float32)
+    with torch.no_grad():
+        logits = nets.action(torch.cat((probe.user, probe.pages[:, None], torch.zeros(64, ACTION_DIM)), 1))
+    click_probs, b_probs = logits[:, :11].softmax(1), logits[:, 11:].softmax(1)
+    # The user whose click count is least predictable, for a demanding comparison.
+    user = int(torch.special.entr(click_probs).sum(1).argmax())
+    assert click_probs[user].max() < 0.6 and b_probs[user].max() < 0.99
+
+    n = 20_000
+    core = VirtualTaobaoCore(n, exact_rng=exact_rng)
+    core.seed(1)
+    core.user.copy_(probe.user[user].expand(n, -1))
+    core.pages.zero_()
+    expected = core.expected_clicks(zero)
+    clicks, _ = core.step(zero)
+    clicks, b = clicks.numpy(), core.last[:, 1].numpy().astype(np.int64)
+    for draws, probs in ((clicks, click_probs[user]), (b, b_probs[user])):
+        freq = np.bincount(draws, minlength=len(probs)) / n
+        p = probs.double().numpy()
+        assert freq[p < 1e-9].sum() == 0
+        relevant = p > 1e-4
+        z = (freq - p)[relevant] / np.sqrt(p * (1 - p) / n)[relevant]
+        assert np.abs(z).max() < 5
+    assert abs(clicks.mean() - expected[0].item()) < 5 * clicks.std() / np.sqrt(n)
+
+
+def test_exact_vec_env_at_n1_replays_the_original_draws_keeping_the_auto_sampled_user() -> None:
+    """With ``exact_rng`` the vec env draws like the original env, except that the user the
+    original samples on termination becomes the next episode's user instead of being
+    discarded by ``reset()``, whose own draw is skipped."""
+    actions = np.random.default_rng(6).uniform(-1, 1, (80, ACTION_DIM)).astype(np.float32)
+    vec, single = VirtualTaobaoVecEnv(1, exact_rng=True), VirtualTaobaoEnv()
+    obs, _ = vec.reset(seed=21)
+    single_obs, _ = single.reset(seed=21)
+    g = torch.Generator().manual_seed(21)
+    user, leave = _reference_new_user(g)
+    assert np.array_equal(obs[0], single_obs) and np.array_equal(obs[0, :88], user[0].numpy())
+    page, episodes, single_in_step = 0, 0, True
+    for action in actions:
+        clicks, b = _reference_page(g, user, page, action)
+        page += 1
+        obs, rewards, terminated, _, info = vec.step(action[None])
+        assert rewards[0] == clicks and terminated[0] == (page >= leave)
+        assert info["final_obs"][0].tolist() == [*user[0].tolist(), clicks, b, page]
+        if single_in_step:
+            single_obs, single_reward, _, _, _ = single.step(action)
+            assert single_reward == rewards[0]
+        if terminated[0]:
+            if single_in_step:
+                # Same user as the single env's discarded one, but its counters start afresh.
+                assert np.array_equal(obs[0, :88], single_obs[:88])
+                assert single_obs[88:].tolist() == [0, 0, page] and obs[0, 88:].tolist() == [0, 0, 0]
+                single_in_step = False
+            user, leave = _reference_new_user(g)
+            page, episodes = 0, episodes + 1
+            assert obs[0].tolist() == [*user[0].tolist(), 0, 0, 0]
+        else:
+            assert obs[0].tolist() == [*user[0].tolist(), clicks, b, page]
+            if single_in_step:
+                assert np.array_equal(obs[0], single_obs)
+    assert episodes >= 5 and not single_in_step
+
+
+def test_reset_with_a_seed_replays_the_run_whatever_the_pool_held() -> None:
+    actions = np.random.default_rng(7).uniform(-1, 1, (25, 32, ACTION_DIM)).astype(np.float32)
+    vec = VirtualTaobaoVecEnv(32)
+    first = [vec.reset(seed=9)[0], *_rollout(vec, actions)]
+    # The pool is now part used; a seeded reset must not hand out its leftovers.
+    assert 0 < vec.snapshot().pool_position < len(vec.snapshot().user_pool.rows)
+    second = [vec.reset(seed=9)[0], *_rollout(vec, actions)]
+    _assert_same(first, second)
+
+
+def test_vec_env_snapshot_restore_across_a_user_pool_refill() -> None:
+    n = 64
+    rng = np.random.default_rng(8)
+    straight, branched = VirtualTaobaoVecEnv(n), VirtualTaobaoVecEnv(n)
+    straight.reset(seed=10)
+    branched.reset(seed=10)
+    # Step both until the pool is nearly used up, so that the next steps refill it.
+    while True:
+        state = branched.snapshot()
+        if len(state.user_pool.rows) - state.pool_position < 3 * n:
+            break
+        a = rng.uniform(-1, 1, (n, ACTION_DIM)).astype(np.float32)
+        _assert_same(_rollout(straight, a[None]), _rollout(branched, a[None]))
+    pool_before = [t.clone() for t in state.user_pool]
+    actions = rng.uniform(-1, 1, (30, n, ACTION_DIM)).astype(np.float32)
+
+    detour = _rollout(branched, -np.ones((30, n, ACTION_DIM), np.float32))
+    assert branched.snapshot().user_pool is not state.user_pool  # the detour refilled the pool
+    branched.restore(state)
+    # Restoring reinstates the pool itself, not a copy, and the pool was never written to.
+    assert branched.snapshot().user_pool is state.user_pool
+    assert all(torch.equal(t, before) for t, before in zip(state.user_pool, pool_before, strict=True))
+    straight_pool = straight.snapshot().user_pool
+    expected = _rollout(straight, actions)
+    assert straight.snapshot().user_pool is not straight_pool  # the straight run refilled too
+    _assert_same(_rollout(branched, actions), expected)
+    assert any(not np.array_equal(x, y) for x, y in zip(detour, expected, strict=True))
+
+
+@pytest.mark.parametrize("exact_rng", [False, True])
+def test_returned_arrays_are_fresh_every_step(exact_rng: bool) -> None:
+    """The trainer keeps the previous observation while it steps again."""
+    vec = VirtualTaobaoVecEnv(32, exact_rng=exact_rng)
+    actions = np.random.default_rng(9).uniform(-1, 1, (6, 32, ACTION_DIM)).astype(np.float32)
+    obs, _ = vec.reset(seed=12)
+    kept = [obs]
+    for a in actions:
+        obs, rewards, terminated, truncated, info = vec.step(a)
+        kept += [obs, rewards, terminated, truncated, info["final_obs"], info["_final_obs"]]
+    copies = [x.copy() for x in kept]
+    _rollout(vec, actions)
+    _assert_same(kept, copies)
+    assert not any(np.shares_memory(x, y) for x, y in itertools.combinations(kept, 2))

@@ -78,20 +78,20 @@ def _group_runs(sizes: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
     return tuple(runs)
 
 
-_GROUP_RUNS = _group_runs(GROUP_SIZES)
-
-
 class Networks(NamedTuple):
     generator: nn.Sequential
     leave: nn.Sequential
     action: nn.Sequential
 
 
+_LEAKY_SLOPE = 0.01
+
+
 def _mlp(*widths: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         if i:
-            layers.append(nn.LeakyReLU(0.01))
+            layers.append(nn.LeakyReLU(_LEAKY_SLOPE))
         layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)
 
@@ -118,22 +118,52 @@ def load_networks(device: torch.device) -> Networks:
     )
 
 
+class _Forward:
+    """Runs an ``_mlp`` network through functional calls, with the same arithmetic.
+
+    ``nn.Module`` call dispatch costs microseconds per layer, a tenth of a single-user step.
+    """
+
+    def __init__(self, net: nn.Sequential) -> None:
+        self._layers = tuple((m.weight, m.bias) for m in net if isinstance(m, nn.Linear))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        first, *rest = self._layers
+        x = F.linear(x, *first)
+        for weight, bias in rest:
+            x = F.linear(F.leaky_relu(x, _LEAKY_SLOPE, inplace=True), weight, bias)
+        return x
+
+
 class _Heads:
     """Categorical heads laid side by side in one row of logits, in both samplers' layouts."""
 
     def __init__(self, sizes: tuple[int, ...], device: torch.device) -> None:
         self.count = len(sizes)
         self.width = max(sizes)
-        self.runs = _group_runs(sizes)
-        # The fast sampler views all heads as one (N, count, width) block. Narrower heads are
-        # padded with a -inf column appended after the real ones (index sum(sizes)).
-        pad = sum(sizes)
+        # (first column, end column, shape of a row) of each run, a lone head kept 2-D because
+        # softmax and argmax cost more on 3-D views at N=1.
+        self.runs = tuple(
+            (start, start + count * size, (count, size) if count > 1 else (size,))
+            for start, count, size in _group_runs(sizes)
+        )
+        # The fast sampler views all heads as one (N, count, width) block, narrower heads padded
+        # with -inf. If only the last head is narrower, appending -inf columns is enough;
+        # otherwise the columns are gathered, pads taken from one appended -inf column.
+        starts = np.cumsum((0, *sizes[:-1]))
+        self.offsets = torch.as_tensor(starts, device=device)
+        total = sum(sizes)
         index = [
-            start + k if k < size else pad
-            for start, size in zip(np.cumsum((0, *sizes[:-1])).tolist(), sizes, strict=True)
+            start + k if k < size else total
+            for start, size in zip(starts.tolist(), sizes, strict=True)
             for k in range(self.width)
         ]
-        self.padded_index = None if len(set(sizes)) == 1 else torch.tensor(index, device=device)
+        if any(size < self.width for size in sizes[:-1]):
+            self.pad = 1
+            self.padded_index: torch.Tensor | None = torch.tensor(index, device=device)
+        else:
+            self.pad = self.count * self.width - total
+            self.padded_index = None
 
 
 def _race(logits: torch.Tensor, exp_noise: torch.Tensor) -> torch.Tensor:
@@ -146,16 +176,11 @@ def _sample_exact(logits: torch.Tensor, heads: _Heads, generator: torch.Generato
     order, random numbers included."""
     n = logits.shape[0]
     noise = torch.empty_like(logits).exponential_(generator=generator)
-    return torch.cat(
-        [
-            _race(
-                logits[:, start : start + count * size].view(n, count, size),
-                noise[:, start : start + count * size].view(n, count, size),
-            )
-            for start, count, size in heads.runs
-        ],
-        dim=1,
-    )
+    draws = [
+        _race(logits[:, start:stop].view(n, *shape), noise[:, start:stop].view(n, *shape)).view(n, -1)
+        for start, stop, shape in heads.runs
+    ]
+    return torch.cat(draws, dim=1) if len(draws) > 1 else draws[0]
 
 
 # Log-weights more than this far below the row's maximum are raised to it. exp() of such
@@ -165,41 +190,55 @@ _MIN_LOG_WEIGHT = -80.0
 
 
 def _inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """One draw per row of the last dim of ``logits``, by one uniform in [0, 1) each.
+    """One draw per row of the last dim of ``logits`` (..., K), by one uniform in [0, 1) each
+    (``uniform`` is (..., 1)); ``logits`` is overwritten, sparing the allocations.
 
-    Class k is drawn when u * total lies in [cdf[k-1], cdf[k]): unnormalised weights suffice,
-    a class of weight 0 (or one swamped in float32, as -inf padding is) is never drawn, and
-    u * total < total for every float32 u < 1, so the index never runs past the last class.
+    Class k is drawn when v = (1 - u) * total lies in (cdf[k-1], cdf[k]]. Unnormalised weights
+    suffice, and 0 < v <= total, so the index never runs past the last class and a class whose
+    weight vanishes in the float32 sum (-inf padding, say) is never drawn, not even at u = 0.
     float32 suffices: its rounding shifts class probabilities by ~1e-7 of the total.
     """
-    weights = (logits - logits.amax(-1, keepdim=True)).clamp_(min=_MIN_LOG_WEIGHT).exp_()
-    cdf = weights.cumsum_(-1)
-    return torch.searchsorted(cdf, uniform.unsqueeze(-1) * cdf[..., -1:], right=True).squeeze(-1)
+    cdf = logits.sub_(logits.amax(-1, keepdim=True)).clamp_(min=_MIN_LOG_WEIGHT).exp_().cumsum_(-1)
+    total = cdf[..., -1:]
+    return torch.searchsorted(cdf, torch.addcmul(total, uniform, total, value=-1)).squeeze(-1)
 
 
 def _sample_inverse_cdf(logits: torch.Tensor, heads: _Heads, generator: torch.Generator) -> torch.Tensor:
     """One draw per head, (N, heads) int64, with the same distribution as ``_sample_exact``
-    but one uniform per draw and all heads in a single batched computation."""
+    but one uniform per draw and all heads in a single batched computation. ``logits`` may be
+    overwritten."""
     n = logits.shape[0]
+    if heads.pad:
+        logits = F.pad(logits, (0, heads.pad), value=-math.inf)
     if heads.padded_index is not None:
-        logits = F.pad(logits, (0, 1), value=-math.inf).index_select(1, heads.padded_index)
-    uniform = torch.rand(n, heads.count, generator=generator, device=logits.device)
+        logits = logits.index_select(1, heads.padded_index)
+    uniform = torch.rand(n, heads.count, 1, generator=generator, device=logits.device)
     return _inverse_cdf(logits.view(n, heads.count, heads.width), uniform)
 
 
+# Each user's float state is one row: A's input first, so that it is a view at offset 0 (laid
+# out like a standalone input, hence computed identically), then the latest page's outcome:
+# [user (88) | pages | action (27) | last clicks | last b]. Fresh sessions are rows too, so
+# replacing finished users is one row copy.
+_PAGES = USER_DIM
+_A_IN_WIDTH = USER_DIM + 1 + ACTION_DIM
+_ROW_WIDTH = _A_IN_WIDTH + 2
+_OBS_COLUMNS = (*range(USER_DIM), _A_IN_WIDTH, _A_IN_WIDTH + 1, _PAGES)
+
+
 class UserPool(NamedTuple):
-    """Users with their page budgets, drawn ahead of use.
+    """Fresh sessions (new user, zero counters) in the core's state layout, drawn ahead of use.
 
     Never written to once made (a refill makes a new pool), so snapshots share it instead of
     copying it.
     """
 
-    user: torch.Tensor  # (P, 88) float32 one-hot
-    leave: torch.Tensor  # (P,) int64
+    rows: torch.Tensor  # (P, 118) float32 state rows: [user one-hot, zeros]
+    counters: torch.Tensor  # (P, 2) int64 [leave, total clicks = 0]
 
 
-# Users generated per refill on the fast path. A refill runs G and L once for all of them, so
-# its fixed cost is spread thin; per row, these forwards are cheapest at a few hundred rows.
+# Users generated per refill on the fast path, enough for the refill's per-call overheads to
+# vanish per user (a step costs the same with pools of 512 to 4096).
 USER_POOL_SIZE = 2048
 
 
@@ -229,8 +268,8 @@ class VirtualTaobaoCore:
     def __init__(self, num_users: int, device: str | torch.device = "cpu", *, exact_rng: bool = True) -> None:
         self.num_users = num_users
         self.device = torch.device(device)
-        self.exact_rng = exact_rng
         self.networks = load_networks(self.device)
+        self._generator_net, self._leave_net, self._action_net = map(_Forward, self.networks)
         self.generator = torch.Generator(self.device)
         # A fresh Generator has a fixed default seed; unseeded envs in different processes
         # would otherwise replay identical users.
@@ -240,39 +279,41 @@ class VirtualTaobaoCore:
         # the exact stream's order.
         self._pool_size = 0 if exact_rng else USER_POOL_SIZE
         self._pool = UserPool(
-            torch.zeros(0, USER_DIM, device=self.device),
-            torch.zeros(0, dtype=torch.int64, device=self.device),
+            torch.zeros(0, _ROW_WIDTH, device=self.device),
+            torch.zeros(0, 2, dtype=torch.int64, device=self.device),
         )
         self._pool_position = 0
         self._user_heads = _Heads(GROUP_SIZES, self.device)
         self._leave_head = _Heads((N_LEAVE_CLASSES,), self.device)
         self._page_heads = _Heads((N_CLICK_CLASSES, N_B_CLASSES), self.device)
-        self._group_offsets = torch.as_tensor(_GROUP_OFFSETS, dtype=torch.int64, device=self.device)
-        # A's input rows [user | pages | action] are also the storage of user and pages, so a
-        # step only writes the actions before running A.
-        self._a_in = torch.zeros(num_users, USER_DIM + 1 + ACTION_DIM, device=self.device)
-        self.user = self._a_in[:, :USER_DIM]
-        self.pages = self._a_in[:, USER_DIM]
-        self._actions = self._a_in[:, USER_DIM + 1 :]
-        self.leave = torch.zeros(num_users, dtype=torch.int64, device=self.device)
-        self.total_clicks = torch.zeros(num_users, dtype=torch.int64, device=self.device)
-        self.last = torch.zeros(num_users, 2, device=self.device)
+        self._obs_columns = torch.tensor(_OBS_COLUMNS, device=self.device)
+        self._all_rows = torch.arange(num_users, device=self.device)
+        self._rows = torch.zeros(num_users, _ROW_WIDTH, device=self.device)
+        self._a_in = self._rows[:, :_A_IN_WIDTH]
+        self.user = self._rows[:, :USER_DIM]
+        self.pages = self._rows[:, _PAGES]
+        self._actions = self._rows[:, _PAGES + 1 : _A_IN_WIDTH]
+        self.last = self._rows[:, _A_IN_WIDTH:]
+        self._counters = torch.zeros(num_users, 2, dtype=torch.int64, device=self.device)
+        self.leave = self._counters[:, 0]
+        self.total_clicks = self._counters[:, 1]
         # Like the original constructor: the state is a valid population before any reset.
         self.new_episodes()
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
         # Users left in the pool came from the old stream; a seeded run must depend on the seed only.
-        self._pool_position = len(self._pool.leave)
+        self._pool_position = len(self._pool.rows)
 
     @torch.no_grad()
     def _generate_users(self, n: int) -> UserPool:
         g = self.generator
-        logits = self.networks.generator(torch.rand(n, NOISE_DIM, generator=g, device=self.device))
+        logits = self._generator_net(torch.rand(n, NOISE_DIM, generator=g, device=self.device))
         groups = self._sample(logits, self._user_heads, g)
-        user = torch.zeros(n, USER_DIM, device=self.device).scatter_(1, groups + self._group_offsets, 1.0)
-        leave = self._sample(self.networks.leave(user), self._leave_head, g).squeeze(1)
-        return UserPool(user, leave)
+        rows = torch.zeros(n, _ROW_WIDTH, device=self.device)
+        user = rows[:, :USER_DIM].scatter_(1, groups + self._user_heads.offsets, 1.0)
+        leave = self._sample(self._leave_net(user), self._leave_head, g)
+        return UserPool(rows, F.pad(leave, (0, 1)))
 
     def _take_users(self, n: int) -> UserPool:
         """The next ``n`` users of the pool, refilling it when fewer remain.
@@ -280,12 +321,12 @@ class VirtualTaobaoCore:
         The leftovers of a pool are dropped rather than carried over: which users are dropped
         depends on counts only, never on their values, so the users handed out stay i.i.d.
         """
-        if self._pool_position + n > len(self._pool.leave):
+        if self._pool_position + n > len(self._pool.rows):
             self._pool = self._generate_users(max(n, self._pool_size))
             self._pool_position = 0
         start = self._pool_position
         self._pool_position += n
-        return UserPool(self._pool.user[start : start + n], self._pool.leave[start : start + n])
+        return UserPool(self._pool.rows[start : start + n], self._pool.counters[start : start + n])
 
     def sample_users(self, rows: torch.Tensor | None = None) -> None:
         """Draw new users and their page budgets for ``rows`` (all if None) and clear ``last``.
@@ -293,25 +334,19 @@ class VirtualTaobaoCore:
         Session counters are left alone on purpose: the original env re-samples the user at
         episode end without resetting them (see ``VirtualTaobaoEnv``).
         """
-        new = self._take_users(self.num_users if rows is None else rows.numel())
-        if rows is None:
-            self.user.copy_(new.user)
-            self.leave.copy_(new.leave)
-            self.last.zero_()
-        else:
-            self.user.index_copy_(0, rows, new.user)
-            self.leave.index_copy_(0, rows, new.leave)
-            self.last.index_fill_(0, rows, 0.0)
+        rows = self._all_rows if rows is None else rows
+        new = self._take_users(rows.numel())
+        self.user.index_copy_(0, rows, new.rows[:, :USER_DIM])
+        self.leave.index_copy_(0, rows, new.counters[:, 0])
+        self.last.index_fill_(0, rows, 0.0)
 
     def new_episodes(self, rows: torch.Tensor | None = None) -> None:
         """Start fresh sessions (new user, zero counters) for ``rows`` (all if None)."""
-        if rows is None:
-            self.pages.zero_()
-            self.total_clicks.zero_()
-        else:
-            self.pages.index_fill_(0, rows, 0.0)
-            self.total_clicks.index_fill_(0, rows, 0)
-        self.sample_users(rows)
+        rows = self._all_rows if rows is None else rows
+        new = self._take_users(rows.numel())
+        # The action columns are overwritten too, harmlessly: a step writes them before use.
+        self._rows.index_copy_(0, rows, new.rows)
+        self._counters.index_copy_(0, rows, new.counters)
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +357,7 @@ class VirtualTaobaoCore:
         which is what makes counterfactual branches from a snapshot share random numbers.
         """
         self._actions.copy_(torch.as_tensor(actions))
-        page = self._sample(self.networks.action(self._a_in), self._page_heads, self.generator)
+        page = self._sample(self._action_net(self._a_in), self._page_heads, self.generator)
         clicks = page[:, 0]
         self.total_clicks += clicks
         self.pages += 1.0
@@ -340,7 +375,7 @@ class VirtualTaobaoCore:
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device).expand(
             self.num_users, ACTION_DIM
         )
-        logits = self.networks.action(torch.cat((self._a_in[:, : USER_DIM + 1], actions), dim=1))
+        logits = self._action_net(torch.cat((self._a_in[:, : USER_DIM + 1], actions), dim=1))
         values = torch.arange(N_CLICK_CLASSES, dtype=torch.float32, device=self.device)
         return logits[:, :N_CLICK_CLASSES].softmax(-1) @ values
 
@@ -349,7 +384,7 @@ class VirtualTaobaoCore:
 
         A new tensor on every call, so handed-out observations never alias the live state.
         """
-        return torch.cat((self.user, self.last, self.pages.unsqueeze(1)), dim=1)
+        return self._rows.index_select(1, self._obs_columns)
 
     def snapshot(self) -> VirtualTaobaoState:
         return VirtualTaobaoState(
@@ -506,11 +541,15 @@ class VirtualTaobaoVecEnv(gym.vector.VectorEnv):
         self._core.new_episodes()
         return _numpy(self._core.observation()), {}
 
+    # Inference mode drops autograd's per-op bookkeeping, ~5% of a step made of some forty
+    # small ops. Tensors made here (the user pool among them) become inference tensors, which
+    # is fine: none is ever modified in place or used for gradients.
+    @torch.inference_mode()
     def step(
         self, actions: np.ndarray | torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         core = self._core
-        clicks, done = core.step(actions)
+        _, done = core.step(actions)
         final_obs = core.observation()
         finished = done.nonzero().squeeze(1)
         if finished.numel():
@@ -519,8 +558,11 @@ class VirtualTaobaoVecEnv(gym.vector.VectorEnv):
         else:
             obs = final_obs.clone()
         terminated = _numpy(done)
-        info = {"final_obs": _numpy(final_obs), "_final_obs": terminated.copy()}
-        rewards = _numpy(clicks.to(torch.float32))
+        final_obs_np = _numpy(final_obs)
+        info = {"final_obs": final_obs_np, "_final_obs": terminated.copy()}
+        # The final observations' last-clicks column is the reward; numpy copies it cheaper
+        # than torch converts ``clicks``.
+        rewards = final_obs_np[:, USER_DIM].copy()
         return _numpy(obs), rewards, terminated, np.zeros(self.num_envs, dtype=np.bool_), info
 
     def snapshot(self) -> VirtualTaobaoState:
