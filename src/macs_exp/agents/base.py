@@ -26,6 +26,8 @@ class Agent(Protocol):
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
 
+    def random_actions(self, n: int) -> torch.Tensor: ...
+
     def store(
         self,
         obs: torch.Tensor,

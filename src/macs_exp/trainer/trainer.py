@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from macs_exp.agents.base import OffPolicyAgent
+from macs_exp.agents.base import Agent
 from macs_exp.config import AlgoConfig, TrainerConfig
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.metrics import EpisodeStats
@@ -32,7 +32,7 @@ class TrainResult:
 class Trainer:
     def __init__(
         self,
-        agent: OffPolicyAgent,
+        agent: Agent,
         env: BatchedEnv,
         eval_env: BatchedEnv,
         cfg: TrainerConfig,
@@ -142,9 +142,7 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(
-    agent: OffPolicyAgent, env: BatchedEnv, seed: int, items_per_page: int | None
-) -> dict[str, float]:
+def evaluate(agent: Agent, env: BatchedEnv, seed: int, items_per_page: int | None) -> dict[str, float]:
     """Runs every user of ``env`` through exactly one episode with the deterministic policy."""
     obs, _ = env.reset(seed=seed)
     n = env.num_envs
