@@ -105,3 +105,19 @@ def test_nan_rewards_stop_training_with_a_clear_error(algo: str) -> None:
     )
     with pytest.raises(DivergenceError, match="critic_loss became nan at update 1"):
         agent.update(2)
+
+
+@pytest.mark.parametrize(
+    ("algo", "override", "key"),
+    [
+        ("ddpg", "algo.batch_size=0", "algo.batch_size"),
+        ("td3", "algo.gamma=1.5", "algo.gamma"),
+        ("td3", "algo.policy_delay=0", "algo.policy_delay"),
+        ("sac", "algo.gradient_steps=0", "algo.gradient_steps"),
+        ("sac", "algo.net_arch=[64,0]", "algo.net_arch"),
+        ("ddpg", "algo.action_noise=-0.1", "algo.action_noise"),
+    ],
+)
+def test_impossible_hyperparameters_are_rejected_by_name(algo: str, override: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        make_agent(agent_cfg(algo, override), OBS, ACT, "cpu", 0)

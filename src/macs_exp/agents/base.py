@@ -69,6 +69,7 @@ class OffPolicyAgent:
             raise TypeError("these agents need Box observation and action spaces")
         if not (action_space.is_bounded("both")):
             raise ValueError("the action space must be bounded on both sides")
+        check_hyperparameters(cfg)
         self.cfg = cfg
         self.device = torch.device(device)
         self.obs_dim = int(observation_space.shape[0])
@@ -172,6 +173,31 @@ class OffPolicyAgent:
                 f"this env has {self.obs_dim}/{self.act_dim}"
             )
         self.load_state_dict(checkpoint)
+
+
+def check_hyperparameters(cfg: AlgoConfig) -> None:
+    """Rejects values no run could use, naming the key, before any work is done."""
+    rules: dict[str, tuple[bool, str]] = {
+        "learning_rate": (cfg.learning_rate > 0, "positive"),
+        "actor_learning_rate": (cfg.actor_learning_rate > 0, "positive"),
+        "buffer_size": (cfg.buffer_size >= 1, "at least 1"),
+        "batch_size": (cfg.batch_size >= 1, "at least 1"),
+        "learning_starts": (cfg.learning_starts >= 0, "0 or more"),
+        "tau": (0 < cfg.tau <= 1, "in (0, 1]"),
+        "gamma": (0 <= cfg.gamma <= 1, "in [0, 1]"),
+        "train_freq": (cfg.train_freq >= 1, "at least 1"),
+        "gradient_steps": (cfg.gradient_steps >= 1 or cfg.gradient_steps == -1, "at least 1, or -1"),
+        "net_arch": (all(w >= 1 for w in cfg.net_arch), "a list of positive layer widths"),
+    }
+    for key in ("n_critics", "policy_delay", "target_update_interval"):
+        if hasattr(cfg, key):
+            rules[key] = (getattr(cfg, key) >= 1, "at least 1")
+    for key in ("action_noise", "target_policy_noise", "target_noise_clip"):
+        if hasattr(cfg, key):
+            rules[key] = (getattr(cfg, key) >= 0, "0 or more")
+    for key, (ok, expected) in rules.items():
+        if not ok:
+            raise ValueError(f"algo.{key}={getattr(cfg, key)} is invalid: it must be {expected}")
 
 
 def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:

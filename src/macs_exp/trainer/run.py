@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp.agents import make_agent
+from macs_exp.agents.base import check_hyperparameters
 from macs_exp.config import AlgoConfig, EnvConfig, TrackingConfig, TrainerConfig
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.tracking import flatten, plot_learning_curve, tracked_run
@@ -31,7 +32,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
     env_cfg: EnvConfig = OmegaConf.to_object(cfg.env)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
     tracking_cfg: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
+    # Values no run could use fail here, before an MLflow run is opened.
     _check_trainer_config(trainer_cfg)
+    check_hyperparameters(algo)
     device = _device(cfg.device)
     torch.set_num_threads(trainer_cfg.torch_threads)
 
