@@ -121,3 +121,23 @@ def test_nan_rewards_stop_training_with_a_clear_error(algo: str) -> None:
 def test_impossible_hyperparameters_are_rejected_by_name(algo: str, override: str, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         make_agent(agent_cfg(algo, override), OBS, ACT, "cpu", 0)
+
+
+def test_lean_adam_matches_torch_adam() -> None:
+    from macs_exp.agents.base import Adam
+
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    opt_ours, opt_theirs = Adam(ours, lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
+    for step in range(5):
+        for group, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            loss = sum(((p - step) ** 2).sum() for p in group)
+            loss.backward()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    restored = Adam([p.detach().clone() for p in ours], lr=1e-2)
+    restored.load_state_dict(opt_ours.state_dict())
+    assert torch.equal(restored.exp_avg_sq[0], opt_ours.exp_avg_sq[0]) and restored.steps[1].item() == 5

@@ -7,7 +7,7 @@ import copy
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.base import OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate, make_optimizer
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import QEnsemble, SquashedGaussianActor
 from macs_exp.config import SACConfig
@@ -45,9 +45,7 @@ class SAC(OffPolicyAgent):
         if self.learn_ent_coef:
             init = _number("ent_coef", cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0
             self.log_ent_coef = torch.tensor([init], device=self.device).log().requires_grad_(True)
-            self.ent_coef_optimizer: torch.optim.Optimizer | None = make_optimizer(
-                [self.log_ent_coef], cfg.learning_rate
-            )
+            self.ent_coef_optimizer: Adam | None = make_optimizer([self.log_ent_coef], cfg.learning_rate)
         else:
             self.log_ent_coef = torch.tensor([_number("ent_coef", cfg.ent_coef)], device=self.device).log()
             self.ent_coef_optimizer = None
@@ -91,8 +89,8 @@ class SAC(OffPolicyAgent):
         losses.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef[0])
         return losses
 
-    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
-        mods: dict[str, torch.nn.Module | torch.optim.Optimizer] = {
+    def modules(self) -> dict[str, torch.nn.Module | Adam]:
+        mods: dict[str, torch.nn.Module | Adam] = {
             "actor": self.actor,
             "critic": self.critic,
             "critic_target": self.critic_target,

@@ -7,7 +7,7 @@ import copy
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.base import OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate, make_optimizer
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import DeterministicActor, QEnsemble
 from macs_exp.config import TD3Config
@@ -73,7 +73,7 @@ class TD3(OffPolicyAgent):
             self._last_actor_loss = actor_loss.detach()
         return {"critic_loss": critic_loss.detach(), "actor_loss": self._last_actor_loss}
 
-    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+    def modules(self) -> dict[str, torch.nn.Module | Adam]:
         return {
             "actor": self.actor,
             "critic": self.critic,

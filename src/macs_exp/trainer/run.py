@@ -37,6 +37,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
     check_hyperparameters(algo)
     device = _device(cfg.device)
     torch.set_num_threads(trainer_cfg.torch_threads)
+    # Adam's second-moment estimates of rarely-used weights decay into subnormal floats, which
+    # the CPU handles tens of times slower: left alone, updates slow down as training goes on.
+    torch.set_flush_denormal(True)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
