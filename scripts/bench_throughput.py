@@ -1,17 +1,25 @@
 """Throughput figures (a script, not a test: timings belong in notes, not in assertions).
 
-    python scripts/bench_throughput.py [--steps 3000] [--skip-sb3]
+    python scripts/bench_throughput.py [--steps 3000] [--skip-sb3] [overrides ...]
+
+Overrides apply to both trainers, e.g. ``algo.batch_size=64`` for the settings of the SB3
+reference runs in the project's issue 2.
 
 Prints one line per figure, ``bench <name> <value> <unit>``:
 - VirtualTaobao user-steps/s: the single env, and the batched env at N=1 and N=256;
-- trainer user-steps/s for DDPG, SAC and TD3 on VirtualTaobao with the paper's settings, one
-  user at a time and one gradient step per env step, next to stable-baselines3 with the
-  same hyperparameters, network sizes and thread count, in the same process.
+- trainer user-steps/s for DDPG, SAC and TD3 on VirtualTaobao with the default (paper's)
+  settings, one user at a time and one gradient step per env step, next to
+  stable-baselines3 with the same hyperparameters and network sizes, twice:
+  ``sb3_<algo>`` as SB3 runs out of the box (its own process, torch's default threads), and
+  ``sb3_tuned_<algo>`` in our process with our settings (``--threads`` torch threads,
+  subnormals flushed to zero), which isolates the difference in the training loops.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -51,10 +59,11 @@ def vec_env_rate(n: int, vec_steps: int) -> float:
     return n * vec_steps / (time.perf_counter() - start)
 
 
-def ours_rate(algo: str, steps: int, threads: int) -> float:
+def ours_rate(algo: str, steps: int, threads: int, extra: list[str]) -> float:
     cfg = compose_config(
         [
             f"algo={algo}",
+            *extra,
             f"trainer.total_steps={steps}",
             f"trainer.eval_every={steps}",
             "trainer.eval_episodes=1",
@@ -71,12 +80,11 @@ def ours_rate(algo: str, steps: int, threads: int) -> float:
     return float(np.mean(rates))
 
 
-def sb3_rate(algo: str, steps: int, threads: int) -> float:
+def sb3_rate(algo: str, steps: int, extra: list[str]) -> float:
     import stable_baselines3 as sb3
     from stable_baselines3.common.noise import NormalActionNoise
 
-    cfg = compose_config([f"algo={algo}"]).algo
-    torch.set_num_threads(threads)
+    cfg = compose_config([f"algo={algo}", *extra]).algo
     kwargs = dict(
         learning_rate=cfg.learning_rate,
         buffer_size=cfg.buffer_size,
@@ -106,14 +114,30 @@ def sb3_rate(algo: str, steps: int, threads: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def sb3_out_of_the_box(algo: str, steps: int, extra: list[str]) -> float:
+    """SB3 in a fresh process, with none of this process's torch settings."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--sb3-worker", algo, "--steps", str(steps), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=3000, help="user-steps per trainer measurement")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both trainers")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for our trainer and tuned SB3")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--sb3-worker", choices=ALGOS, help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="config overrides for both, e.g. algo.batch_size=64")
     args = parser.parse_args()
+    if args.sb3_worker:
+        print(sb3_rate(args.sb3_worker, args.steps, args.overrides))
+        return
     torch.set_num_threads(args.threads)
 
     single = single_env_rate(5000)
@@ -125,13 +149,17 @@ def main() -> None:
         emit(f"vtb_batched_speedup_n{n}", rate / single, "ratio")
 
     for algo in ALGOS:
-        ours = ours_rate(algo, args.steps, args.threads)
+        ours = ours_rate(algo, args.steps, args.threads, args.overrides)
         emit(f"trainer_{algo}_steps_per_s", ours, "steps/s")
         if args.skip_sb3:
             continue
-        theirs = sb3_rate(algo, args.steps, args.threads)
+        theirs = sb3_out_of_the_box(algo, args.steps, args.overrides)
         emit(f"sb3_{algo}_steps_per_s", theirs, "steps/s")
         emit(f"trainer_speedup_vs_sb3_{algo}", ours / theirs, "ratio")
+        # run_experiment already set this process's threads and subnormal flushing.
+        tuned = sb3_rate(algo, args.steps, args.overrides)
+        emit(f"sb3_tuned_{algo}_steps_per_s", tuned, "steps/s")
+        emit(f"trainer_speedup_vs_sb3_tuned_{algo}", ours / tuned, "ratio")
 
 
 if __name__ == "__main__":
