@@ -119,3 +119,11 @@ def test_log_mode_prints_progress_lines(tiny: list[str], tmp_path: Path, caplog)
     lines = [r.getMessage() for r in caplog.records if " step " in r.getMessage()]
     assert any("step 400/400" in line and "eval/ctr=" in line for line in lines)
     assert len(lines) >= 4
+
+
+def test_wide_batches_log_and_evaluate_on_the_configured_grid(tiny: list[str], tmp_path: Path) -> None:
+    """64 users per step and windows of 100 user-steps: one log per window, not one per step."""
+    cfg = compose_config(["env.num_envs=64", "tracking.enabled=false", *tiny, "trainer.total_steps=640"])
+    result = run_experiment(cfg, tmp_path)
+    assert [s for s, _ in result.history["perf/steps_per_s"]] == [128, 256, 320, 448, 512, 640]
+    assert [s for s, _ in result.history["eval/ctr"]] == [256, 448, 640]

@@ -67,13 +67,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
             eval_env.close()
         agent.save(output_dir / "agent.pt")
         curve = plot_learning_curve(
-            {
-                k: v
-                for k, v in result.history.items()
-                if k.startswith("eval/")
-                and k.count("/") == 1
-                and k.split("/")[1] in ("ctr", "episode_reward")
-            },
+            {k: result.history[k] for k in ("eval/ctr", "eval/episode_reward") if k in result.history},
             output_dir / "learning_curve.png",
             title,
         )

@@ -114,13 +114,13 @@ class Trainer:
                 loss_sums.clear()
                 loss_count = 0
                 window_start, window_steps, eval_time = time.perf_counter(), 0, 0.0
-                next_log += cfg.log_every
+                next_log = (steps // cfg.log_every + 1) * cfg.log_every
 
             if steps >= next_eval or steps >= cfg.total_steps:
                 t0 = time.perf_counter()
                 self._evaluate(steps, result)
                 eval_time += time.perf_counter() - t0
-                next_eval += cfg.eval_every
+                next_eval = (steps // cfg.eval_every + 1) * cfg.eval_every
 
         result.steps = steps
         self.tracker.flush()
