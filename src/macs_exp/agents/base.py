@@ -8,6 +8,7 @@ the environment's units, while the networks and the buffer work in [-1, 1].
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -127,7 +128,7 @@ class OffPolicyAgent:
             self.n_updates += 1
             for key, value in losses.items():
                 v = float(value)
-                if v != v or v in (float("inf"), float("-inf")):
+                if not math.isfinite(v):
                     raise DivergenceError(
                         f"{self.name}: {key} became {v} at update {self.n_updates}. Lower the learning "
                         f"rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards."
