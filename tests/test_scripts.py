@@ -1,0 +1,39 @@
+"""The scripts' output lines are contracts that other tools parse; check them at tiny budgets."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run_script(*args: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()
+
+
+def test_check_pendulum_prints_its_result_line_last() -> None:
+    lines = run_script("scripts/check_pendulum.py", "--algo", "td3", "--steps", "400", "--seed", "0")
+    match = re.fullmatch(r"pendulum td3 mean_return=(-?\d+\.\d)", lines[-1])
+    assert match and -2000 < float(match.group(1)) < 0
+
+
+def test_bench_prints_one_parseable_line_per_figure() -> None:
+    lines = run_script("scripts/bench_throughput.py", "--steps", "400")
+    figures = {}
+    for line in lines:
+        match = re.fullmatch(r"bench (\S+) (\S+) (\S+)", line)
+        assert match, line
+        figures[match.group(1)] = (float(match.group(2)), match.group(3))
+    expected = {"vtb_batched_speedup_n256", "vtb_batched_n256_steps_per_s", "vtb_single_steps_per_s"}
+    for algo in ("ddpg", "sac", "td3"):
+        expected |= {f"trainer_{algo}_steps_per_s", f"sb3_{algo}_steps_per_s"}
+        expected.add(f"trainer_speedup_vs_sb3_{algo}")
+    assert expected <= set(figures)
+    assert figures["vtb_batched_speedup_n256"][1] == "ratio"
+    assert all(value > 0 for value, _ in figures.values())
