@@ -16,16 +16,19 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def register_configs() -> None:
-    """Exposes the schemas to the YAML defaults lists as ``<group>/<name>_schema``."""
+    """Exposes the schemas to the YAML defaults lists as ``/schema/<group>/<name>``.
+
+    They live outside the real groups so that ``algo=...`` offers only runnable options.
+    """
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
+    cs.store(group="schema", name="config", node=Config)
     for name, schema in ALGO_SCHEMAS.items():
-        cs.store(group="algo", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/algo", name=name, node=schema)
     for name, schema in MODE_SCHEMAS.items():
-        cs.store(group="mode", name=f"{name}_schema", node=schema)
-    cs.store(group="env", name="env_schema", node=EnvConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="tracking", name="tracking_schema", node=TrackingConfig)
+        cs.store(group="schema/mode", name=name, node=schema)
+    cs.store(group="schema/env", name="env", node=EnvConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
 
 
 register_configs()
