@@ -74,6 +74,7 @@ def test_unknown_group_option_lists_the_choices() -> None:
     with pytest.raises(Exception, match="nope") as err:
         compose_config(["algo=nope"])
     assert "ddpg" in str(err.value) and "td3" in str(err.value)
+    assert "schema" not in str(err.value)  # the schemas are not runnable options
 
 
 @pytest.mark.parametrize(
