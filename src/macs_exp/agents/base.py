@@ -251,10 +251,6 @@ class Adam:
                 dst.copy_(src)
 
 
-def make_optimizer(params: Any, lr: float) -> Adam:
-    return Adam(params, lr)
-
-
 class SoftUpdate:
     """Polyak averaging ``target <- (1 - tau) target + tau source`` in one fused call."""
 

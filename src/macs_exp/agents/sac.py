@@ -7,7 +7,7 @@ import copy
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import QEnsemble, SquashedGaussianActor
 from macs_exp.config import SACConfig
@@ -31,8 +31,8 @@ class SAC(OffPolicyAgent):
         ).to(self.device)
         self.critic = QEnsemble(self.obs_dim, self.act_dim, cfg.net_arch, cfg.n_critics).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = make_optimizer(self.actor.parameters(), cfg.actor_learning_rate)
-        self.critic_optimizer = make_optimizer(self.critic.parameters(), cfg.learning_rate)
+        self.actor_optimizer = Adam(self.actor.parameters(), cfg.actor_learning_rate)
+        self.critic_optimizer = Adam(self.critic.parameters(), cfg.learning_rate)
         self.actor_params = list(self.actor.parameters())
         self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
 
@@ -45,7 +45,7 @@ class SAC(OffPolicyAgent):
         if self.learn_ent_coef:
             init = _number("ent_coef", cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0
             self.log_ent_coef = torch.tensor([init], device=self.device).log().requires_grad_(True)
-            self.ent_coef_optimizer: Adam | None = make_optimizer([self.log_ent_coef], cfg.learning_rate)
+            self.ent_coef_optimizer: Adam | None = Adam([self.log_ent_coef], cfg.learning_rate)
         else:
             self.log_ent_coef = torch.tensor([_number("ent_coef", cfg.ent_coef)], device=self.device).log()
             self.ent_coef_optimizer = None

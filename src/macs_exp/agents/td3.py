@@ -7,7 +7,7 @@ import copy
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate, make_optimizer
+from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import DeterministicActor, QEnsemble
 from macs_exp.config import TD3Config
@@ -30,8 +30,8 @@ class TD3(OffPolicyAgent):
         self.critic = QEnsemble(self.obs_dim, self.act_dim, cfg.net_arch, cfg.n_critics).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = make_optimizer(self.actor.parameters(), cfg.actor_learning_rate)
-        self.critic_optimizer = make_optimizer(self.critic.parameters(), cfg.learning_rate)
+        self.actor_optimizer = Adam(self.actor.parameters(), cfg.actor_learning_rate)
+        self.critic_optimizer = Adam(self.critic.parameters(), cfg.learning_rate)
         self.actor_params = list(self.actor.parameters())
         self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
         self.update_actor_target = SoftUpdate(self.actor_target, self.actor, cfg.tau)
