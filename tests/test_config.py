@@ -13,7 +13,7 @@ from macs_exp.config import DDPGConfig, SACConfig, TD3Config
 
 def test_defaults_are_the_papers_settings() -> None:
     cfg = compose_config()
-    assert (cfg.algo.name, cfg.mode.name, cfg.env.name) == ("ddpg", "baseline", "virtual_taobao")
+    assert (cfg.algo.name, cfg.mode.name, cfg.env.name) == ("ddpg", "joint", "virtual_taobao")
     for algo in ("ddpg", "sac", "td3"):
         a = compose_config([f"algo={algo}"]).algo
         assert a.actor_learning_rate == 1e-4

@@ -45,7 +45,7 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac"])
 def test_run_logs_params_tags_metrics_and_artifacts(algo: str, tiny: list[str], tmp_path: Path) -> None:
-    result = run_experiment(compose_config([f"algo={algo}", *tiny]), tmp_path / "run")
+    result = run_experiment(compose_config([f"algo={algo}", "mode=baseline", *tiny]), tmp_path / "run")
     client, run = only_run(tmp_path / "outputs")
     assert run.info.status == "FINISHED"
     assert run.data.tags["algo"] == algo
@@ -127,13 +127,17 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tiny: list[str], tmp_path: 
 
 
 def test_command_line_run(tmp_path: Path) -> None:
-    """`python -m macs_exp ...` from a fresh directory leaves outputs/mlflow.db there."""
+    """`python -m macs_exp algo=sac mode=joint` from a fresh directory leaves outputs/mlflow.db there."""
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "macs_exp",
             "algo=sac",
+            "mode=joint",
+            "macs.threshold_frac=0",
+            "macs.threshold_window=5",
+            "macs.stage2_steps=50",
             "trainer.total_steps=200",
             "trainer.eval_every=200",
             "trainer.eval_episodes=8",
@@ -149,4 +153,5 @@ def test_command_line_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     _client, run = only_run(tmp_path / "outputs")
     assert run.info.status == "FINISHED" and run.data.tags["algo"] == "sac"
-    assert list((tmp_path / "outputs" / "runs").glob("*/*_sac_baseline_virtual_taobao_s0/agent.pt"))
+    assert run.data.metrics["macs/stage2_runs"] >= 1 and run.data.metrics["cf/transitions"] > 0
+    assert list((tmp_path / "outputs" / "runs").glob("*/*_sac_joint_virtual_taobao_s0/agent.pt"))

@@ -9,7 +9,18 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from macs_exp.config import ALGO_SCHEMAS, MODE_SCHEMAS, Config, EnvConfig, TrackingConfig, TrainerConfig
+from macs_exp.config import (
+    ALGO_SCHEMAS,
+    MODE_SCHEMAS,
+    Config,
+    DataConfig,
+    EnvConfig,
+    ExpertConfig,
+    MacsConfig,
+    RatingEnvConfig,
+    TrackingConfig,
+    TrainerConfig,
+)
 
 # The YAML groups live in the repository's top-level conf/ (src layout: two levels up).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -27,6 +38,10 @@ def register_configs() -> None:
     for name, schema in MODE_SCHEMAS.items():
         cs.store(group="schema/mode", name=name, node=schema)
     cs.store(group="schema/env", name="env", node=EnvConfig)
+    cs.store(group="schema/env", name="rating", node=RatingEnvConfig)
+    cs.store(group="schema/macs", name="macs", node=MacsConfig)
+    cs.store(group="schema/expert", name="expert", node=ExpertConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
 

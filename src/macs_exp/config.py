@@ -67,6 +67,52 @@ class ModeConfig:
 
 
 @dataclass
+class RandomMaskConfig(ModeConfig):
+    """The random-mask ablation of Sec. IV-D."""
+
+    # Share of the state's elements zeroed in each extra transition.
+    mask_prob: float = MISSING
+
+
+@dataclass
+class MacsConfig:
+    """The counterfactual synthesis policy and its training (Algorithms 1 and 2)."""
+
+    # The synthesis policy's own agent: any option of the algo group (algo@macs.algo=sac).
+    algo: Any = MISSING
+    # User-steps of one stage-2 run (Algorithm 2's loop over n).
+    stage2_steps: int = MISSING
+    # Steps per reward window: the KL is computed every kl_window steps (Algorithm 2's n%10).
+    kl_window: int = MISSING
+    # Additive (Laplace) smoothing of the reward histograms, in counts per bin.
+    kl_smoothing: float = MISSING
+    # eq11: KL(R' || R) as in Eqs. 10-11; algorithm2: KL(R || R') as Algorithm 2 writes it.
+    kl_direction: str = MISSING
+    # The epsilon of Eqs. 11-12, keeping 1 / (KL + epsilon) finite.
+    epsilon: float = MISSING
+    # Probability that a real transition gets a counterfactual twin (stage 3).
+    augment_prob: float = MISSING
+    # Joint mode: epsilon_1 and Delta_1 as fractions of the env's maximum score.
+    threshold_frac: float = MISSING
+    temperature_frac: float = MISSING
+    # Joint mode: the score compared with epsilon_1 is averaged over this many episodes.
+    threshold_window: int = MISSING
+
+
+@dataclass
+class ExpertConfig:
+    """The pretrained expert policy of expert mode (Sec. III-C1)."""
+
+    algo: Any = MISSING
+    total_steps: int = MISSING
+    # Fixed rather than tied to the run's seed, so the runs of a sweep share one expert.
+    seed: int = MISSING
+    # A saved agent to use instead of training or the cache (null: cache, then train).
+    checkpoint: str | None = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
 class EnvConfig:
     name: str = MISSING
     # A gymnasium id; ids with a vector entry point are stepped natively in batches.
@@ -74,6 +120,55 @@ class EnvConfig:
     # Users (environments) stepped together in one batch.
     num_envs: int = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Declarations an env cannot make itself (generic gymnasium envs): merged into its
+    # metadata. MACS reads reward_range, reward_bins, score and score_range from there.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TableConfig:
+    """A generic ratings table (``env.format=table``)."""
+
+    # Path relative to ``env.data_dir`` (or absolute); ``.gz`` is read transparently.
+    file: str = MISSING
+    sep: str = MISSING
+    # The user, item, rating and (optional, may be null) timestamp columns: names when the
+    # table has a header, 0-based positions otherwise.
+    user_col: Any = MISSING
+    item_col: Any = MISSING
+    rating_col: Any = MISSING
+    timestamp_col: Any = MISSING
+    header: bool = MISSING
+    encoding: str = MISSING
+
+
+@dataclass
+class RatingEnvConfig(EnvConfig):
+    """An offline rating dataset served as a batched environment (MACS/Rating-v0)."""
+
+    data_dir: str = MISSING
+    # ml100k | ml1m | bookcrossing | douban_book | table
+    format: str = MISSING
+    table: TableConfig = MISSING
+    positive_threshold: float = MISSING
+    # BookCrossing's rating 0 marks an implicit interaction; dropped unless this is true.
+    keep_implicit: bool = MISSING
+    min_user_ratings: int = MISSING
+    min_item_ratings: int = MISSING
+    test_fraction: float = MISSING
+    embedding_dim: int = MISSING
+    episode_length: int = MISSING
+    state_size: int = MISSING
+    # binary | normalized_rating
+    reward: str = MISSING
+
+
+@dataclass
+class DataConfig:
+    # error | skip: what a malformed row in a data file does.
+    on_bad_rows: str = MISSING
+    # Preprocessed datasets are cached here, keyed by file hashes and the config that matters.
+    cache_dir: str = MISSING
 
 
 @dataclass
@@ -114,9 +209,17 @@ class Config:
     env: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    macs: MacsConfig = MISSING
+    expert: ExpertConfig = MISSING
+    data: DataConfig = MISSING
     seed: int = MISSING
     device: str = MISSING
 
 
 ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig}
-MODE_SCHEMAS: dict[str, type[ModeConfig]] = {"baseline": ModeConfig}
+MODE_SCHEMAS: dict[str, type[ModeConfig]] = {
+    "baseline": ModeConfig,
+    "expert": ModeConfig,
+    "joint": ModeConfig,
+    "random_mask": RandomMaskConfig,
+}

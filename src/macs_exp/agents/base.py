@@ -8,7 +8,10 @@ the environment's units, while the networks and the buffer work in [-1, 1].
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +32,8 @@ class Agent(Protocol):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
 
     def random_actions(self, n: int) -> torch.Tensor: ...
+
+    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]: ...
 
     def store(
         self,
@@ -58,6 +63,7 @@ class OffPolicyAgent:
     """Shared plumbing; subclasses define the networks, ``_policy`` and ``_train_step``."""
 
     name: str
+    actor: nn.Module
 
     def __init__(
         self,
@@ -100,6 +106,13 @@ class OffPolicyAgent:
         """Uniform actions over the action space, for the warm-up before learning starts."""
         u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
         return self._act_center + self._act_scale * (2 * u - 1)
+
+    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The current deterministic policy, unaffected by later updates (MACS stores one to
+        build reward distributions). Copies the actor only, never the replay buffer."""
+        frozen = copy.copy(self)
+        frozen.actor = copy.deepcopy(self.actor).requires_grad_(False)
+        return functools.partial(frozen.act, deterministic=True)
 
     # --- learning -----------------------------------------------------------------------
     def store(

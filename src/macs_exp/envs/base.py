@@ -14,6 +14,7 @@ disturbing the real trajectory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -40,3 +41,57 @@ class BatchedEnv(Protocol):
     def restore(self, state: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What MACS needs to know about an env's rewards, read from its ``metadata``.
+
+    - ``reward_range`` (low, high): bounds of one step's reward; scales rewards to [0, 1] (Eq. 12).
+    - ``reward_bins``: histogram bins over that range for the reward distributions (Eq. 10);
+      an env with integer rewards 0..K declares K + 1, one bin per value.
+    - ``score`` and ``score_range``: the per-episode performance compared with the joint-training
+      threshold: ``mean_reward`` (the mean step reward, e.g. clicks per page) or ``return``.
+    - ``trivial_mask`` (optional): observation elements that by design do not affect rewards.
+    """
+
+    reward_range: tuple[float, float]
+    reward_bins: int
+    score: str
+    score_range: tuple[float, float]
+    trivial_mask: np.ndarray | None = None
+
+    def episode_scores(self, returns: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        if self.score == "return":
+            return np.asarray(returns, dtype=np.float64)
+        return np.asarray(returns, dtype=np.float64) / np.maximum(lengths, 1)
+
+
+SCORES = ("mean_reward", "return")
+
+
+def env_info(env: BatchedEnv, env_id: str) -> EnvInfo:
+    meta = env.metadata
+    missing = [k for k in ("reward_range", "reward_bins", "score", "score_range") if k not in meta]
+    if missing:
+        raise ValueError(
+            f"env {env_id!r} does not declare {', '.join(missing)} in its metadata, which MACS needs. "
+            f"Declare them in the env's YAML, e.g. env.metadata.reward_range=[low,high] "
+            f"env.metadata.reward_bins=10 env.metadata.score=mean_reward env.metadata.score_range=[low,high]"
+        )
+    low, high = (float(v) for v in meta["reward_range"])
+    score_low, score_high = (float(v) for v in meta["score_range"])
+    if not low < high or not score_low < score_high:
+        raise ValueError(f"env {env_id!r}: reward_range and score_range must be [low, high] with low < high")
+    if int(meta["reward_bins"]) < 2:
+        raise ValueError(f"env {env_id!r}: reward_bins must be at least 2, got {meta['reward_bins']}")
+    if meta["score"] not in SCORES:
+        raise ValueError(f"env {env_id!r}: score={meta['score']!r} must be one of {SCORES}")
+    mask = meta.get("trivial_mask")
+    return EnvInfo(
+        reward_range=(low, high),
+        reward_bins=int(meta["reward_bins"]),
+        score=str(meta["score"]),
+        score_range=(score_low, score_high),
+        trivial_mask=None if mask is None else np.asarray(mask, dtype=bool),
+    )

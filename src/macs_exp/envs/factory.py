@@ -18,12 +18,17 @@ def make_batched_env(cfg: EnvConfig, num_envs: int, device: str) -> BatchedEnv:
         raise ValueError(f"env.id={cfg.id!r} is not a registered gymnasium id ({err})") from None
     if num_envs < 1:
         raise ValueError(f"env.num_envs must be at least 1, got {num_envs}")
+    env: BatchedEnv
     if spec.vector_entry_point is not None:
-        return gym.make_vec(
+        env = gym.make_vec(
             cfg.id,
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
             device=device,
             **cfg.kwargs,
         )
-    return GymBatchedEnv(cfg.id, num_envs, **cfg.kwargs)
+    else:
+        env = GymBatchedEnv(cfg.id, num_envs, **cfg.kwargs)
+    if cfg.metadata:
+        env.metadata = {**env.metadata, **cfg.metadata}
+    return env

@@ -56,6 +56,11 @@ _METADATA: dict[str, Any] = {
     # A page shows 10 items, so CTR = clicks / (pages * 10) and a page yields 0..10 clicks.
     "items_per_page": ITEMS_PER_PAGE,
     "reward_range": (0.0, float(N_CLICK_CLASSES - 1)),
+    # The MACS contract (envs/base.py): one histogram bin per click count, and the score is
+    # clicks per page (10 x CTR), so the paper's "4 out of 10" threshold reads directly.
+    "reward_bins": N_CLICK_CLASSES,
+    "score": "mean_reward",
+    "score_range": (0.0, float(N_CLICK_CLASSES - 1)),
 }
 
 

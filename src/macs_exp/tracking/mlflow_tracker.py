@@ -29,6 +29,8 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
     def flush(self) -> None: ...
 
 
@@ -41,6 +43,9 @@ class NullTracker:
         pass
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
     def flush(self) -> None:

@@ -16,16 +16,35 @@ from omegaconf import DictConfig, OmegaConf
 
 from macs_exp.agents import make_agent
 from macs_exp.agents.base import check_hyperparameters
-from macs_exp.config import AlgoConfig, EnvConfig, TrackingConfig, TrainerConfig
+from macs_exp.config import (
+    MODE_SCHEMAS,
+    AlgoConfig,
+    EnvConfig,
+    ExpertConfig,
+    MacsConfig,
+    TrackingConfig,
+    TrainerConfig,
+)
+from macs_exp.envs.base import BatchedEnv, env_info
 from macs_exp.envs.factory import make_batched_env
-from macs_exp.tracking import flatten, plot_learning_curve, tracked_run
+from macs_exp.macs import Synthesizer, ThresholdSchedule
+from macs_exp.macs.kl import KL_DIRECTIONS
+from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
+from macs_exp.trainer.expert import obtain_expert
 from macs_exp.trainer.progress import Progress
-from macs_exp.trainer.trainer import Trainer, TrainResult
+from macs_exp.trainer.trainer import Augmentation, Trainer, TrainResult
 
 log = logging.getLogger("macs_exp")
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
+# pi_c's agent and stage-2 env draw from streams offset from the run's seed, so they never
+# replay the recommender's random numbers.
+SYNTHESIS_SEED_OFFSET = 10_007
+
+
+def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str | None = None) -> TrainResult:
+    """Trains one agent as ``cfg`` says. ``parent_run_id`` nests its MLflow run under another
+    (the expert under the run that needed it)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     algo: AlgoConfig = OmegaConf.to_object(cfg.algo)  # type: ignore[assignment]
@@ -35,6 +54,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
     # Values no run could use fail here, before an MLflow run is opened.
     _check_trainer_config(trainer_cfg)
     check_hyperparameters(algo)
+    _check_macs_config(cfg)
     device = _device(cfg.device)
     torch.set_num_threads(trainer_cfg.torch_threads)
     # Adam's second-moment estimates of rarely-used weights decay into subnormal floats, which
@@ -52,19 +72,28 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
         "seed": str(cfg.seed),
         **_git_tags(),
     }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
     with tracked_run(tracking_cfg, flatten(resolved), tags, config_yaml) as tracker:
-        env = make_batched_env(env_cfg, env_cfg.num_envs, str(device))
-        eval_env = make_batched_env(env_cfg, trainer_cfg.eval_episodes, str(device))
-        agent = make_agent(algo, env.single_observation_space, env.single_action_space, device, cfg.seed)
+        envs: list[BatchedEnv] = []
         title = f"{algo.name} / {cfg.mode.name} / {env_cfg.name} / seed {cfg.seed}"
         progress = Progress(trainer_cfg.progress, trainer_cfg.total_steps, title)
-        trainer = Trainer(agent, env, eval_env, trainer_cfg, algo, tracker, cfg.seed, output_dir, progress)
         try:
+            env = make_batched_env(env_cfg, env_cfg.num_envs, str(device))
+            envs.append(env)
+            eval_env = make_batched_env(env_cfg, trainer_cfg.eval_episodes, str(device))
+            envs.append(eval_env)
+            agent = make_agent(algo, env.single_observation_space, env.single_action_space, device, cfg.seed)
+            augmentation = _augmentation(cfg, env, envs, tracker, device)
+            trainer = Trainer(
+                agent, env, eval_env, trainer_cfg, algo, tracker, cfg.seed, output_dir, progress, augmentation
+            )
             result = trainer.train()
         finally:
             progress.close()
-            env.close()
-            eval_env.close()
+            for opened in envs:
+                opened.close()
+        result.run_id = tracker.run_id
         agent.save(output_dir / "agent.pt")
         curve = plot_learning_curve(
             {k: result.history[k] for k in ("eval/ctr", "eval/episode_reward") if k in result.history},
@@ -78,6 +107,73 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
         if tracker.run_id:
             log.info("MLflow run %s (make ui to browse)", tracker.run_id)
     return result
+
+
+def _augmentation(
+    cfg: DictConfig, env: BatchedEnv, envs: list[BatchedEnv], tracker: Tracker, device: torch.device
+) -> Augmentation | None:
+    """What the mode adds to plain training (see ``Augmentation``)."""
+    mode = cfg.mode.name
+    if mode == "baseline":
+        return None
+    if mode == "random_mask":
+        return Augmentation(mask_prob=cfg.mode.mask_prob, seed=cfg.seed)
+    env_cfg: EnvConfig = OmegaConf.to_object(cfg.env)  # type: ignore[assignment]
+    macs: MacsConfig = OmegaConf.to_object(cfg.macs)  # type: ignore[assignment]
+    info = env_info(env, env_cfg.id)
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    seed = cfg.seed + SYNTHESIS_SEED_OFFSET
+    stage2_env = make_batched_env(env_cfg, env_cfg.num_envs, str(device))
+    envs.append(stage2_env)
+    synthesizer = Synthesizer(
+        make_agent(macs.algo, obs_space, act_space, device, seed), macs.algo, stage2_env, info, macs, seed
+    )
+    if mode == "joint":
+        schedule = ThresholdSchedule(
+            info.score_range, macs.threshold_frac, macs.temperature_frac, macs.threshold_window
+        )
+        return Augmentation(info, synthesizer, schedule=schedule, seed=cfg.seed)
+    expert_cfg: ExpertConfig = OmegaConf.to_object(cfg.expert)  # type: ignore[assignment]
+    checkpoint = obtain_expert(cfg, tracker.run_id)
+    tracker.set_tags(
+        {
+            "expert_checkpoint": str(checkpoint.path.resolve()),
+            "expert_run_id": checkpoint.run_id or "",
+            "expert_cached": str(checkpoint.cached).lower(),
+        }
+    )
+    expert = make_agent(expert_cfg.algo, obs_space, act_space, device, expert_cfg.seed)
+    expert.load(checkpoint.path)
+    return Augmentation(info, synthesizer, expert=expert.frozen_policy(), seed=cfg.seed)
+
+
+def _check_macs_config(cfg: DictConfig) -> None:
+    """Rejects MACS and mode values no run could use, naming the key."""
+    if cfg.mode.name not in MODE_SCHEMAS:
+        raise ValueError(f"mode.name={cfg.mode.name!r} is unknown; choose one of {sorted(MODE_SCHEMAS)}")
+    macs: MacsConfig = OmegaConf.to_object(cfg.macs)  # type: ignore[assignment]
+    rules = {
+        "macs.stage2_steps": (macs.stage2_steps >= 1, "at least 1"),
+        "macs.kl_window": (macs.kl_window >= 1, "at least 1"),
+        "macs.kl_smoothing": (macs.kl_smoothing > 0, "positive (an empty bin would make the KL infinite)"),
+        "macs.kl_direction": (macs.kl_direction in KL_DIRECTIONS, f"one of {KL_DIRECTIONS}"),
+        "macs.epsilon": (macs.epsilon > 0, "positive"),
+        "macs.augment_prob": (0 <= macs.augment_prob <= 1, "in [0, 1]"),
+        "macs.threshold_frac": (0 <= macs.threshold_frac <= 1, "in [0, 1]"),
+        "macs.temperature_frac": (macs.temperature_frac > 0, "positive"),
+        "macs.threshold_window": (macs.threshold_window >= 1, "at least 1"),
+        "expert.total_steps": (cfg.expert.total_steps >= 1, "at least 1"),
+    }
+    if cfg.mode.name == "random_mask":
+        rules["mode.mask_prob"] = (0 <= cfg.mode.mask_prob <= 1, "in [0, 1]")
+    for key, (ok, expected) in rules.items():
+        if not ok:
+            raise ValueError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {expected}")
+    for prefix, node in (("macs.algo", macs.algo), ("expert.algo", OmegaConf.to_object(cfg.expert.algo))):
+        try:
+            check_hyperparameters(node)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(str(err).replace("algo.", f"{prefix}.", 1)) from None
 
 
 def _check_trainer_config(cfg: TrainerConfig) -> None:

@@ -1,0 +1,118 @@
+"""MACS/Synthetic-v0: a small simulator whose state has a known causal structure, so that
+what the synthesis policy learns can be checked against ground truth.
+
+Each user's state is ``[essential (e), trivial (t)]``. Every action moves the state by a
+fixed distance ``step_size`` along the action's direction, so any intervention changes the
+state; only where it moves matters. The user's taste is ``e``: a page of 10 items is clicked
+item by item with probability ``exp(-sharpness * mean((a_e - e)^2))``, where ``a_e`` is the
+action's essential part. The reward depends on the essential components and never on the
+trivial ones. A perfect
+synthesis policy therefore moves only trivial components, and ``metadata["trivial_mask"]``
+tells MACS which those are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+ITEMS_PER_PAGE = 10
+
+
+@dataclass
+class SyntheticState:
+    state: torch.Tensor
+    steps: torch.Tensor
+    generator: torch.Tensor
+
+
+class SyntheticVecEnv(gym.vector.VectorEnv):
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        *,
+        essential_dim: int = 4,
+        trivial_dim: int = 4,
+        step_size: float = 0.5,
+        sharpness: float = 8.0,
+        episode_length: int = 10,
+    ) -> None:
+        if min(essential_dim, trivial_dim, episode_length) < 1 or step_size <= 0:
+            raise ValueError(
+                "env.kwargs: essential_dim, trivial_dim and episode_length must be at least 1 "
+                f"and step_size positive, got {essential_dim}, {trivial_dim}, {episode_length}, {step_size}"
+            )
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.essential_dim = essential_dim
+        self.sharpness = sharpness
+        self.step_size = step_size
+        self.episode_length = episode_length
+        dim = essential_dim + trivial_dim
+        # States start in [-1, 1] and move at most step_size per step.
+        bound = 1.0 + step_size * episode_length
+        self.single_observation_space = gym.spaces.Box(-bound, bound, (dim,), np.float32)
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.metadata = {
+            **self.metadata,
+            "items_per_page": ITEMS_PER_PAGE,
+            "reward_range": (0.0, float(ITEMS_PER_PAGE)),
+            "reward_bins": ITEMS_PER_PAGE + 1,
+            "score": "mean_reward",
+            "score_range": (0.0, float(ITEMS_PER_PAGE)),
+            "trivial_mask": np.arange(dim) >= essential_dim,
+        }
+        self.generator = torch.Generator(device=self.device)
+        self.state = torch.zeros((num_envs, dim), device=self.device)
+        self.steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+
+    def _new_users(self, rows: torch.Tensor) -> None:
+        fresh = torch.rand(
+            (int(rows.sum()), self.state.shape[1]), generator=self.generator, device=self.device
+        )
+        self.state[rows] = 2 * fresh - 1
+        self.steps[rows] = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        self._new_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        return self.state.cpu().numpy().copy(), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device).clamp(-1.0, 1.0)
+        essential = self.state[:, : self.essential_dim]
+        taste = torch.tanh(essential)
+        p = torch.exp(-self.sharpness * (a[:, : self.essential_dim] - taste).square().mean(1))
+        clicks = (ITEMS_PER_PAGE * p).round()
+        self.state += self.step_size * a
+        self.steps += 1
+        truncated = self.steps >= self.episode_length
+        final = self.state.cpu().numpy().copy()
+        if truncated.any():
+            self._new_users(truncated)
+        truncated_np = truncated.cpu().numpy()
+        info = {"final_obs": final, "_final_obs": truncated_np}
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        return self.state.cpu().numpy().copy(), clicks.cpu().numpy(), terminated, truncated_np, info
+
+    def snapshot(self) -> SyntheticState:
+        return SyntheticState(self.state.clone(), self.steps.clone(), self.generator.get_state())
+
+    def restore(self, state: SyntheticState) -> None:
+        self.state.copy_(state.state)
+        self.steps.copy_(state.steps)
+        self.generator.set_state(state.generator)

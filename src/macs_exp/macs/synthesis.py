@@ -1,0 +1,177 @@
+"""The counterfactual synthesis policy pi_c: its training (Algorithm 2) and its use (stage 3
+of Algorithm 1).
+
+Both ask the env "what if another action had been taken here?" by snapshotting its state,
+stepping the alternative, and restoring the snapshot, so the real trajectory never changes.
+A restore also rewinds the env's random generator, so the intervention step draws the same
+random numbers as the real step it shadows; the step that earns r_c draws the ones after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from macs_exp.agents.base import Agent
+from macs_exp.config import AlgoConfig, MacsConfig
+from macs_exp.envs.base import BatchedEnv, EnvInfo
+from macs_exp.macs.kl import reward_kl, scale_rewards, synthesis_reward
+
+Policy = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Counterfactuals:
+    """Stage 3 for one batch: the counterfactual states s_c and rewards r_c of the real action.
+
+    ``valid`` is False where no counterfactual exists: the user was not drawn (augment_prob), or
+    the intervention itself ended the episode, leaving no state in which to take the real action.
+    """
+
+    states: torch.Tensor
+    rewards: torch.Tensor
+    valid: torch.Tensor
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+def intervene(env: BatchedEnv, obs: np.ndarray, intervention: np.ndarray, actions: np.ndarray):
+    """From the env's current state: step ``intervention`` (giving s_c), then ``actions`` from
+    s_c (giving r_c), then restore. Returns s_c, r_c and whether the intervention ended the
+    episode (where s_c is that episode's last observation and r_c is meaningless)."""
+    snapshot = env.snapshot()
+    s_c, _, terminated, truncated, info = env.step(intervention)
+    ended = terminated | truncated
+    if ended.any():
+        s_c = np.where(ended[:, None], info["final_obs"], s_c)
+    _, r_c, *_ = env.step(actions)
+    env.restore(snapshot)
+    return np.asarray(s_c, dtype=np.float32), np.asarray(r_c, dtype=np.float32), ended
+
+
+class Synthesizer:
+    """pi_c with its own env for stage 2, so that training it never touches the recommender's
+    env, and the bookkeeping the metrics report."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        algo: AlgoConfig,
+        env: BatchedEnv,
+        info: EnvInfo,
+        cfg: MacsConfig,
+        seed: int,
+    ) -> None:
+        self.agent = agent
+        self.algo = algo
+        self.env = env
+        self.info = info
+        self.cfg = cfg
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.trained = False
+        self.steps = 0
+        self._obs: np.ndarray | None = None
+
+    # --- stage 3 ------------------------------------------------------------------------
+    def counterfactuals(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> Counterfactuals:
+        n = obs.shape[0]
+        drawn = (
+            torch.ones(n, dtype=torch.bool)
+            if self.cfg.augment_prob >= 1.0
+            else torch.rand(n, generator=self.generator) < self.cfg.augment_prob
+        )
+        if not drawn.any():
+            return Counterfactuals(obs, torch.zeros(n), drawn)
+        intervention = self.agent.act(obs, deterministic=True)
+        s_c, r_c, ended = intervene(env, obs.numpy(), intervention.cpu().numpy(), actions.cpu().numpy())
+        return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(ended))
+
+    # --- stage 2 (Algorithm 2) ----------------------------------------------------------
+    def train(self, policy: Policy, joint: bool) -> dict[str, float]:
+        """Trains pi_c for ``stage2_steps`` user-steps against ``policy`` (the expert, or a
+        frozen copy of the recommender), with Eq. 11 (``joint=False``) or Eq. 12.
+
+        Each user keeps its own windows R and R' of ``kl_window`` steps. When a window is full,
+        its KL fixes the reward of all its transitions, which are then stored and learned from.
+        """
+        cfg, env, info = self.cfg, self.env, self.info
+        n = env.num_envs
+        if self._obs is None:
+            self._obs, _ = env.reset(seed=self.seed)
+        obs = self._obs
+        window: list[tuple[torch.Tensor, ...]] = []
+        kls: list[torch.Tensor] = []
+        rewards: list[torch.Tensor] = []
+        losses: dict[str, list[float]] = {}
+        done_steps = 0
+        while done_steps < cfg.stage2_steps:
+            obs_t = _tensor(obs)
+            a = policy(obs_t).cpu()
+            explore = self.steps < self.algo.learning_starts
+            a_prime = (self.agent.random_actions(n) if explore else self.agent.act(obs_t)).cpu()
+            s_prime, r_prime, ended = intervene(env, obs, a_prime.numpy(), a.numpy())
+            obs, r, *_ = env.step(a.numpy())
+            window.append(
+                (obs_t, a_prime, _tensor(s_prime), _tensor(r), _tensor(r_prime), torch.from_numpy(ended))
+            )
+            self.steps += n
+            done_steps += n
+            if len(window) == cfg.kl_window or done_steps >= cfg.stage2_steps:
+                states, actions, cf_states, observed, intervened, cf_ended = (
+                    torch.stack(parts, 1) for parts in zip(*window, strict=True)
+                )
+                # An intervention that ends the episode leaves no state to take a_n in: its r'
+                # is left out of R', but pi_c still learns from the transition.
+                kl = reward_kl(
+                    observed,
+                    intervened,
+                    info.reward_range,
+                    info.reward_bins,
+                    cfg.kl_smoothing,
+                    cfg.kl_direction,
+                    valid=~cf_ended,
+                )
+                scaled = scale_rewards(observed, info.reward_range) if joint else None
+                reward = synthesis_reward(kl[:, None].expand_as(observed), cfg.epsilon, scaled)
+                self.agent.store(
+                    states.flatten(0, 1),
+                    actions.flatten(0, 1),
+                    reward.flatten(),
+                    cf_states.flatten(0, 1),
+                    cf_ended.flatten(),
+                )
+                kls.append(kl)
+                rewards.append(reward.flatten())
+                if self.steps >= self.algo.learning_starts:
+                    # The trainer's schedule (train_freq vector steps, gradient_steps each),
+                    # caught up at the end of the window whose rewards were just fixed.
+                    freq = self.algo.train_freq
+                    grad_steps = self.algo.gradient_steps if self.algo.gradient_steps > 0 else n * freq
+                    for _ in range(max(len(window) // freq, 1)):
+                        for key, value in self.agent.update(grad_steps).items():
+                            losses.setdefault(key, []).append(value)
+                window.clear()
+        self._obs = obs
+        self.trained = True
+        summary = {"macs/kl": float(torch.cat(kls).mean()), "macs/reward": float(torch.cat(rewards).mean())}
+        summary.update({f"macs/{k}": float(np.mean(v)) for k, v in losses.items()})
+        if info.trivial_mask is not None:
+            summary["macs/trivial_change_fraction"] = self.trivial_change_fraction(env, obs)
+        return summary
+
+    def trivial_change_fraction(self, env: BatchedEnv, obs: np.ndarray) -> float:
+        """The share of the squared change s_c - s that pi_c's (deterministic) counterfactuals
+        put on the components that by design do not affect rewards, pooled over the batch."""
+        assert self.info.trivial_mask is not None
+        obs_t = _tensor(obs)
+        intervention = self.agent.act(obs_t, deterministic=True).cpu().numpy()
+        s_c, _, _ = intervene(env, obs, intervention, intervention)
+        change = (torch.from_numpy(s_c) - obs_t).square()
+        trivial = change[:, torch.from_numpy(self.info.trivial_mask)].sum()
+        return float(trivial / change.sum().clamp_min(1e-12))

@@ -1,0 +1,107 @@
+"""The expert policy of expert mode: trained once, cached, and shared.
+
+An expert is fully determined by its algorithm, budget, seed, the env and the evaluation that
+picks its best checkpoint, so those (and nothing else) key the cache: every run of a sweep
+that needs the same expert reuses one. A file lock makes concurrent jobs wait for the one
+that trains it instead of training it again.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("macs_exp")
+
+# Bump when a change to the code makes old cached experts invalid.
+CACHE_FORMAT = 1
+
+
+@dataclass
+class ExpertCheckpoint:
+    path: Path
+    # The MLflow run that trained it (None for a user-supplied checkpoint).
+    run_id: str | None
+    cached: bool
+
+
+def expert_key(cfg: DictConfig) -> str:
+    determining = {
+        "format": CACHE_FORMAT,
+        "algo": OmegaConf.to_container(cfg.expert.algo, resolve=True),
+        "total_steps": cfg.expert.total_steps,
+        "seed": cfg.expert.seed,
+        "env": OmegaConf.to_container(cfg.env, resolve=True),
+        "eval": {k: cfg.trainer[k] for k in ("eval_every", "eval_episodes", "eval_seed")},
+    }
+    return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expert_config(cfg: DictConfig) -> DictConfig:
+    """The config of the baseline run that trains the expert."""
+    expert = copy.deepcopy(cfg)
+    with open_dict(expert):
+        expert.algo = cfg.expert.algo
+        expert.mode = {"name": "baseline"}
+        expert.seed = cfg.expert.seed
+        expert.trainer.total_steps = cfg.expert.total_steps
+        expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}"
+    return expert
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoint:
+    """The user's ``expert.checkpoint``, else the cached expert, else a freshly trained one."""
+    if cfg.expert.checkpoint:
+        path = Path(cfg.expert.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"expert.checkpoint={cfg.expert.checkpoint!r} does not exist; give the path of a saved "
+                f"agent (a run's checkpoints/best_agent.pt), or expert.checkpoint=null to train one"
+            )
+        return ExpertCheckpoint(path, None, cached=False)
+    from macs_exp.trainer.run import run_experiment
+
+    key = expert_key(cfg)
+    folder = Path(cfg.expert.cache_dir) / key
+    checkpoint, meta = folder / "expert.pt", folder / "meta.json"
+    with _locked(Path(cfg.expert.cache_dir) / f"{key}.lock"):
+        if checkpoint.is_file() and meta.is_file():
+            run_id = json.loads(meta.read_text())["run_id"]
+            log.info("expert cache hit: %s (trained by MLflow run %s)", checkpoint, run_id)
+            return ExpertCheckpoint(checkpoint, run_id, cached=True)
+        log.info(
+            "expert cache miss: training %s for %d steps into %s",
+            cfg.expert.algo.name,
+            cfg.expert.total_steps,
+            folder,
+        )
+        run_dir = folder / "run"
+        result = run_experiment(expert_config(cfg), run_dir, parent_run_id=parent_run_id)
+        best = run_dir / "best_agent.pt"
+        tmp = folder / "expert.pt.tmp"
+        shutil.copyfile(best if best.is_file() else run_dir / "agent.pt", tmp)
+        tmp.replace(checkpoint)
+        info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key}
+        meta.write_text(json.dumps(info, indent=2))
+        return ExpertCheckpoint(checkpoint, result.run_id, cached=False)
