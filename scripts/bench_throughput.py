@@ -22,11 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from macs_exp.app import compose_config
+from macs_exp.data.dataset import RatingData
+from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.envs.virtual_taobao import VirtualTaobaoEnv, VirtualTaobaoVecEnv
 from macs_exp.trainer import run_experiment
 
@@ -63,6 +66,7 @@ def ours_rate(algo: str, steps: int, threads: int, extra: list[str]) -> float:
     cfg = compose_config(
         [
             f"algo={algo}",
+            "mode=baseline",
             *extra,
             f"trainer.total_steps={steps}",
             f"trainer.eval_every={steps}",
@@ -125,6 +129,110 @@ def sb3_out_of_the_box(algo: str, steps: int, extra: list[str]) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def synthetic_rating_data(n_users: int, n_items: int, feature_dim: int, seed: int) -> RatingData:
+    """Random ratings of ML-1M's shape (users rate 20 to 300 items, 1-5 stars): the env's cost
+    depends on the sizes only. Features are random factors plus a popularity coordinate in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(20, 301, n_users)
+    items = np.concatenate([rng.permutation(n_items)[:c] for c in counts])
+    ratings = rng.integers(1, 6, items.size).astype(np.float32)
+    test_counts = counts // 5
+    train_counts = counts - test_counts
+    is_test = np.arange(items.size) - np.repeat(np.cumsum(counts) - counts, counts) >= np.repeat(
+        train_counts, counts
+    )
+    popularity = np.bincount(items[~is_test], minlength=n_items)
+    features = np.concatenate(
+        (rng.normal(0.0, 0.3, (n_items, feature_dim - 1)), (popularity / popularity.max())[:, None]), axis=1
+    ).astype(np.float32)
+    return RatingData(
+        name="synthetic",
+        n_users=n_users,
+        n_items=n_items,
+        item_features=features,
+        item_popularity=popularity,
+        train_indptr=np.concatenate(([0], np.cumsum(train_counts))),
+        train_items=items[~is_test],
+        train_ratings=ratings[~is_test],
+        test_indptr=np.concatenate(([0], np.cumsum(test_counts))),
+        test_items=items[is_test],
+        test_ratings=ratings[is_test],
+        positive_threshold=4.0,
+        rating_min=1.0,
+        rating_max=5.0,
+    )
+
+
+def bench_rating_env() -> None:
+    """MACS/Rating-v0 user-steps/s on ML-1M-sized synthetic data (6040 users, 3706 items, 33 features)."""
+    data = synthetic_rating_data(6040, 3706, 33, seed=0)
+    for n, vec_steps in ((1, 5000), (256, 400)):
+        env = RatingVecEnv(num_envs=n, data=data)
+        env.reset(seed=0)
+        actions = np.random.default_rng(0).uniform(-1, 1, (8, n, 33)).astype(np.float32)
+        for i in range(20):  # warm-up
+            env.step(actions[i % 8])
+        start = time.perf_counter()
+        for i in range(vec_steps):
+            env.step(actions[i % 8])
+        emit(f"rating_env_n{n}", n * vec_steps / (time.perf_counter() - start), "user-steps/s")
+
+
+def bench_preprocessing(data_root: Path) -> None:
+    """Rating-data preprocessing, cold and from the cache, on the shared ML-100k and rebuilt ML-1M.
+
+    ``data_root`` holds the shared copies (ml-100k/, ml-1m/); each cache starts empty.
+    """
+    from macs_exp.data import load_rating_data
+
+    cases = {"ml100k": ("ml-100k", ["env=ml100k"]), "ml1m": ("ml-1m", ["env=ml1m", "env.format=table"])}
+    for name, (folder, overrides) in cases.items():
+        data_dir = data_root / folder
+        if not data_dir.is_dir():
+            print(f"note: preprocessing {name} skipped, no data at {data_dir}", file=sys.stderr)
+            continue
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cfg = compose_config([*overrides, f"env.data_dir={data_dir}", f"data.cache_dir={cache_dir}"])
+            for phase in ("cold", "cached"):
+                start = time.perf_counter()
+                load_rating_data(cfg.env, cfg.data, cfg.seed)
+                emit(f"preprocess_{name}_{phase}_s", time.perf_counter() - start, "s")
+
+
+def run_wall_time(algo: str, mode: str, steps: int, threads: int, extra: list[str]) -> tuple[float, dict]:
+    cfg = compose_config(
+        [
+            f"algo={algo}",
+            f"mode={mode}",
+            *extra,
+            f"trainer.total_steps={steps}",
+            f"trainer.eval_every={steps}",
+            "trainer.eval_episodes=1",
+            "trainer.progress=none",
+            f"trainer.torch_threads={threads}",
+            "tracking.enabled=false",
+        ]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = run_experiment(cfg, tmp)
+        return time.perf_counter() - start, result.history
+
+
+def bench_macs_overhead(algo: str, steps: int, threads: int, extra: list[str]) -> None:
+    """Joint mode's wall time over baseline's at equal user-steps, stage-2 runs included."""
+    baseline, _ = run_wall_time(algo, "baseline", steps, threads, extra)
+    joint, history = run_wall_time(algo, "joint", steps, threads, extra)
+    stage2 = sum(v for _, v in history.get("perf/stage2_s", []))
+    runs = int(history["macs/stage2_runs"][-1][1]) if "macs/stage2_runs" in history else 0
+    emit(f"macs_stage2_runs_{algo}", runs, "runs")
+    emit(f"macs_stage2_share_{algo}", stage2 / joint, "ratio")
+    emit(f"macs_joint_overhead_{algo}", joint / baseline, "ratio")
+
+
+SECTIONS = ("env", "trainer", "macs", "rating", "preprocess")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +240,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="user-steps per trainer measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for our trainer and tuned SB3")
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument(
+        "--macs-steps", type=int, default=20000, help="user-steps of each run timing joint over baseline"
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="the rating datasets, for the preprocessing figures",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        metavar="SECTION",
+        help=f"figures to measure, among {', '.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--sb3-worker", choices=ALGOS, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="config overrides for both, e.g. algo.batch_size=64")
     args = parser.parse_args()
@@ -140,14 +265,23 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
 
-    single = single_env_rate(5000)
-    emit("vtb_single_steps_per_s", single, "steps/s")
-    emit("vtb_single_ms_per_step", 1000.0 / single, "ms")
-    for n, vec_steps in ((1, 5000), (256, 300)):
-        rate = vec_env_rate(n, vec_steps)
-        emit(f"vtb_batched_n{n}_steps_per_s", rate, "steps/s")
-        emit(f"vtb_batched_speedup_n{n}", rate / single, "ratio")
-
+    if "env" in args.only:
+        single = single_env_rate(5000)
+        emit("vtb_single_steps_per_s", single, "steps/s")
+        emit("vtb_single_ms_per_step", 1000.0 / single, "ms")
+        for n, vec_steps in ((1, 5000), (256, 300)):
+            rate = vec_env_rate(n, vec_steps)
+            emit(f"vtb_batched_n{n}_steps_per_s", rate, "steps/s")
+            emit(f"vtb_batched_speedup_n{n}", rate / single, "ratio")
+    if "rating" in args.only:
+        bench_rating_env()
+    if "preprocess" in args.only:
+        bench_preprocessing(args.data_root)
+    if "macs" in args.only:
+        for algo in ALGOS:
+            bench_macs_overhead(algo, args.macs_steps, args.threads, args.overrides)
+    if "trainer" not in args.only:
+        return
     for algo in ALGOS:
         ours = ours_rate(algo, args.steps, args.threads, args.overrides)
         emit(f"trainer_{algo}_steps_per_s", ours, "steps/s")

@@ -108,6 +108,8 @@ def test_random_mask_zeroes_exactly_the_share_asked_for() -> None:
     again = random_mask(obs, 0.25, torch.Generator().manual_seed(0))
     assert torch.equal(masked, again)
     assert torch.equal(random_mask(obs, 0.0, torch.Generator()), obs)
+    small = random_mask(torch.ones(4, 3), 0.1, torch.Generator().manual_seed(0))
+    assert ((small == 0).sum(1) == 1).all()  # round(0.3) = 0, but a mask must mask something
 
 
 def test_episode_scores_follow_the_declared_score() -> None:
@@ -177,9 +179,9 @@ def test_intervention_steps_from_the_same_state_and_restores_it() -> None:
     obs, _ = env.reset(seed=0)
     move = np.zeros((3, 8), dtype=np.float32)
     move[:, 5] = 1.0  # a purely trivial intervention
-    s_c, _, ended = intervene(env, obs, move, move)
+    s_c, _, terminated, truncated = intervene(env, obs, move, move)
     np.testing.assert_allclose(s_c - obs, 0.5 * move, atol=1e-6)
-    assert not ended.any()
+    assert not (terminated | truncated).any()
     np.testing.assert_array_equal(env.state.numpy(), obs)
 
 

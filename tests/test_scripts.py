@@ -23,8 +23,19 @@ def test_check_pendulum_prints_its_result_line_last() -> None:
     assert match and -2000 < float(match.group(1)) < 0
 
 
-def test_bench_prints_one_parseable_line_per_figure() -> None:
-    lines = run_script("scripts/bench_throughput.py", "--steps", "400")
+def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
+    # Tiny MACS settings so that stage 2 runs within the short joint-mode timing.
+    macs = ["macs.threshold_frac=0", "macs.threshold_window=3", "macs.stage2_steps=40"]
+    lines = run_script(
+        "scripts/bench_throughput.py",
+        "--steps",
+        "400",
+        "--macs-steps",
+        "400",
+        "--data-root",
+        str(tmp_path),
+        *macs,
+    )
     figures = {}
     for line in lines:
         match = re.fullmatch(r"bench (\S+) (\S+) (\S+)", line)
@@ -33,7 +44,9 @@ def test_bench_prints_one_parseable_line_per_figure() -> None:
     expected = {"vtb_batched_speedup_n256", "vtb_batched_n256_steps_per_s", "vtb_single_steps_per_s"}
     for algo in ("ddpg", "sac", "td3"):
         expected |= {f"trainer_{algo}_steps_per_s", f"sb3_{algo}_steps_per_s"}
-        expected.add(f"trainer_speedup_vs_sb3_{algo}")
+        expected |= {f"trainer_speedup_vs_sb3_{algo}", f"macs_joint_overhead_{algo}"}
+    expected |= {"rating_env_n1", "rating_env_n256"}
     assert expected <= set(figures)
-    assert figures["vtb_batched_speedup_n256"][1] == "ratio"
+    assert figures["vtb_batched_speedup_n256"][1] == figures["macs_joint_overhead_ddpg"][1] == "ratio"
+    assert figures["macs_stage2_runs_ddpg"][0] >= 1
     assert all(value > 0 for value, _ in figures.values())

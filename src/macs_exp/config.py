@@ -62,6 +62,13 @@ class SACConfig(AlgoConfig):
 
 
 @dataclass
+class ReferenceConfig:
+    """A reference policy (random, popular): nothing to tune, nothing learned."""
+
+    name: str = MISSING
+
+
+@dataclass
 class ModeConfig:
     name: str = MISSING
 
@@ -84,7 +91,7 @@ class MacsConfig:
     stage2_steps: int = MISSING
     # Steps per reward window: the KL is computed every kl_window steps (Algorithm 2's n%10).
     kl_window: int = MISSING
-    # Additive (Laplace) smoothing of the reward histograms, in counts per bin.
+    # Additive smoothing of the reward histograms, in counts added to every bin.
     kl_smoothing: float = MISSING
     # eq11: KL(R' || R) as in Eqs. 10-11; algorithm2: KL(R || R') as Algorithm 2 writes it.
     kl_direction: str = MISSING
@@ -169,6 +176,9 @@ class DataConfig:
     on_bad_rows: str = MISSING
     # Preprocessed datasets are cached here, keyed by file hashes and the config that matters.
     cache_dir: str = MISSING
+    # Orders the ratings of users without timestamps before the split, and seeds the
+    # factorisation. Fixed rather than the run's seed, so all seeds of a table share one split.
+    split_seed: int = MISSING
 
 
 @dataclass
@@ -216,7 +226,13 @@ class Config:
     device: str = MISSING
 
 
-ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {"ddpg": DDPGConfig, "td3": TD3Config, "sac": SACConfig}
+ALGO_SCHEMAS: dict[str, type[AlgoConfig] | type[ReferenceConfig]] = {
+    "ddpg": DDPGConfig,
+    "td3": TD3Config,
+    "sac": SACConfig,
+    "random": ReferenceConfig,
+    "popular": ReferenceConfig,
+}
 MODE_SCHEMAS: dict[str, type[ModeConfig]] = {
     "baseline": ModeConfig,
     "expert": ModeConfig,

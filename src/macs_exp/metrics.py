@@ -7,7 +7,12 @@ proportion to the pages they show.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from macs_exp.data.dataset import RatingData
 
 
 def ctr(clicks: float, pages: float, items_per_page: int) -> float:
@@ -39,3 +44,66 @@ class EpisodeStats:
         if self.items_per_page:
             out[f"{prefix}/ctr"] = ctr(returns.sum(), lengths.sum(), self.items_per_page)
         return out
+
+
+def ranking_metrics(recommended: np.ndarray, users: np.ndarray, data: RatingData) -> dict[str, float]:
+    """Table I's offline metrics of one recommendation list per evaluation user, against the
+    users' test ratings (definitions in docs/metrics.md).
+
+    ``recommended`` is (U, T): the items shown to ``users[u]`` in order, distinct within a row
+    (the rating env never repeats an item in an episode). Every user must have a test rating,
+    or Accuracy would be undefined. Recall, NDCG and HitRate average over the users with at
+    least one positive test item (NaN if there is none); Precision and Accuracy over all users.
+    """
+    recommended = np.asarray(recommended, dtype=np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    if recommended.ndim != 2 or recommended.shape[0] != users.shape[0] or recommended.shape[1] == 0:
+        raise ValueError(
+            f"recommended must be (users, T >= 1), got {recommended.shape} for {users.shape[0]} users"
+        )
+    in_order = np.sort(recommended, axis=1)
+    if (in_order[:, 1:] == in_order[:, :-1]).any():
+        raise ValueError("an item is recommended twice to one user")
+    n_shown = recommended.shape[1]
+    start, end = data.test_indptr[users], data.test_indptr[users + 1]
+    n_rated = end - start
+    if (n_rated == 0).any():
+        raise ValueError(
+            f"users without test ratings cannot be evaluated: {users[n_rated == 0][:5].tolist()}"
+        )
+    test_positive = np.asarray(data.test_ratings) >= data.positive_threshold
+    positives_before = np.concatenate(([0], np.cumsum(test_positive)))
+    n_positive = positives_before[end] - positives_before[start]
+
+    # Which recommendations the user rated in the test split, and which of those positively.
+    test_users = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(data.test_indptr))
+    keys = test_users * data.n_items + np.asarray(data.test_items, dtype=np.int64)
+    order = np.argsort(keys)
+    keys = keys[order]
+    query = users[:, None] * data.n_items + recommended
+    index = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    rated = keys[index] == query
+    hit = rated & test_positive[order][index]
+
+    hits = hit.sum(1)
+    # Predicted positive = recommended; among rated items, TN = negatives not recommended.
+    true_negatives = (n_rated - n_positive) - (rated.sum(1) - hits)
+    discount = 1.0 / np.log2(np.arange(n_shown) + 2.0)
+    with_positives = n_positive > 0
+    ideal = np.cumsum(discount)[np.minimum(n_shown, n_positive[with_positives]) - 1]
+    evaluated = int(with_positives.sum())
+
+    def mean_over_positives(values: np.ndarray) -> float:
+        return float(values.mean()) if evaluated else float("nan")
+
+    return {
+        "test/precision": float((hits / n_shown).mean()),
+        "test/recall": mean_over_positives(
+            hits[with_positives] / np.minimum(n_shown, n_positive[with_positives])
+        ),
+        "test/accuracy": float(((hits + true_negatives) / n_rated).mean()),
+        "test/ndcg": mean_over_positives((hit[with_positives] @ discount) / ideal),
+        "test/hit_rate": mean_over_positives((hits[with_positives] >= 1).astype(np.float64)),
+        "test/users": float(len(users)),
+        "test/users_without_positives": float(len(users) - evaluated),
+    }

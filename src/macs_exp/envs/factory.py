@@ -5,21 +5,43 @@ from __future__ import annotations
 import gymnasium as gym
 
 import macs_exp.envs  # noqa: F401  (registers the MACS/* ids)
-from macs_exp.config import EnvConfig
+from macs_exp.config import EnvConfig, RatingEnvConfig
+from macs_exp.data.dataset import RatingData
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.gym_batched import GymBatchedEnv
 
 
-def make_batched_env(cfg: EnvConfig, num_envs: int, device: str) -> BatchedEnv:
-    """Native batched envs are used where the id has a vector entry point."""
+def make_batched_env(
+    cfg: EnvConfig, num_envs: int | None, device: str, *, data: RatingData | None = None, split: str = "train"
+) -> BatchedEnv:
+    """Native batched envs are used where the id has a vector entry point.
+
+    Rating envs also take the preprocessed ``data`` and the ``split`` they serve; on the test
+    split ``num_envs=None`` gives one slot per evaluation user.
+    """
     try:
         spec = gym.spec(cfg.id)
     except gym.error.Error as err:
         raise ValueError(f"env.id={cfg.id!r} is not a registered gymnasium id ({err})") from None
-    if num_envs < 1:
+    if num_envs is not None and num_envs < 1:
         raise ValueError(f"env.num_envs must be at least 1, got {num_envs}")
     env: BatchedEnv
-    if spec.vector_entry_point is not None:
+    if isinstance(cfg, RatingEnvConfig):
+        if data is None:
+            raise ValueError(f"env {cfg.name!r} serves a rating dataset: load it and pass data=")
+        env = gym.make_vec(
+            cfg.id,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            device=device,
+            data=data,
+            split=split,
+            episode_length=cfg.episode_length,
+            state_size=cfg.state_size,
+            reward=cfg.reward,
+            **cfg.kwargs,
+        )
+    elif spec.vector_entry_point is not None:
         env = gym.make_vec(
             cfg.id,
             num_envs=num_envs,
@@ -28,6 +50,7 @@ def make_batched_env(cfg: EnvConfig, num_envs: int, device: str) -> BatchedEnv:
             **cfg.kwargs,
         )
     else:
+        assert num_envs is not None
         env = GymBatchedEnv(cfg.id, num_envs, **cfg.kwargs)
     if cfg.metadata:
         env.metadata = {**env.metadata, **cfg.metadata}

@@ -1,14 +1,12 @@
 """MACS/Synthetic-v0: a small simulator whose state has a known causal structure, so that
 what the synthesis policy learns can be checked against ground truth.
 
-Each user's state is ``[essential (e), trivial (t)]``. Every action moves the state by a
-fixed distance ``step_size`` along the action's direction, so any intervention changes the
-state; only where it moves matters. The user's taste is ``e``: a page of 10 items is clicked
-item by item with probability ``exp(-sharpness * mean((a_e - e)^2))``, where ``a_e`` is the
-action's essential part. The reward depends on the essential components and never on the
-trivial ones. A perfect
-synthesis policy therefore moves only trivial components, and ``metadata["trivial_mask"]``
-tells MACS which those are.
+Each user's state is ``[essential (e), trivial (t)]``, and every action moves it:
+``s' = s + step_size * a``. The user's taste is ``tanh(e)``; a page of 10 items earns
+``round(10 * exp(-sharpness * mean((a_e - tanh(e))^2)))`` clicks, where ``a_e`` is the action's
+essential part. Rewards are deterministic and depend on the essential components only, never
+on the trivial ones, so a perfect synthesis policy moves only trivial components (or nothing);
+``metadata["trivial_mask"]`` tells MACS which those are, for ``macs/trivial_change_fraction``.
 """
 
 from __future__ import annotations

@@ -40,10 +40,13 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
-def intervene(env: BatchedEnv, obs: np.ndarray, intervention: np.ndarray, actions: np.ndarray):
+def intervene(
+    env: BatchedEnv, obs: np.ndarray, intervention: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """From the env's current state: step ``intervention`` (giving s_c), then ``actions`` from
-    s_c (giving r_c), then restore. Returns s_c, r_c and whether the intervention ended the
-    episode (where s_c is that episode's last observation and r_c is meaningless)."""
+    s_c (giving r_c), then restore. Returns s_c, r_c, and whether the intervention terminated
+    or truncated the episode; where it did, s_c is that episode's last observation and r_c is
+    meaningless."""
     snapshot = env.snapshot()
     s_c, _, terminated, truncated, info = env.step(intervention)
     ended = terminated | truncated
@@ -51,7 +54,7 @@ def intervene(env: BatchedEnv, obs: np.ndarray, intervention: np.ndarray, action
         s_c = np.where(ended[:, None], info["final_obs"], s_c)
     _, r_c, *_ = env.step(actions)
     env.restore(snapshot)
-    return np.asarray(s_c, dtype=np.float32), np.asarray(r_c, dtype=np.float32), ended
+    return np.asarray(s_c, dtype=np.float32), np.asarray(r_c, dtype=np.float32), terminated, truncated
 
 
 class Synthesizer:
@@ -89,8 +92,10 @@ class Synthesizer:
         if not drawn.any():
             return Counterfactuals(obs, torch.zeros(n), drawn)
         intervention = self.agent.act(obs, deterministic=True)
-        s_c, r_c, ended = intervene(env, obs.numpy(), intervention.cpu().numpy(), actions.cpu().numpy())
-        return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(ended))
+        s_c, r_c, terminated, truncated = intervene(
+            env, obs.numpy(), intervention.cpu().numpy(), actions.cpu().numpy()
+        )
+        return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(terminated | truncated))
 
     # --- stage 2 (Algorithm 2) ----------------------------------------------------------
     def train(self, policy: Policy, joint: bool) -> dict[str, float]:
@@ -115,15 +120,23 @@ class Synthesizer:
             a = policy(obs_t).cpu()
             explore = self.steps < self.algo.learning_starts
             a_prime = (self.agent.random_actions(n) if explore else self.agent.act(obs_t)).cpu()
-            s_prime, r_prime, ended = intervene(env, obs, a_prime.numpy(), a.numpy())
+            s_prime, r_prime, terminated, truncated = intervene(env, obs, a_prime.numpy(), a.numpy())
             obs, r, *_ = env.step(a.numpy())
             window.append(
-                (obs_t, a_prime, _tensor(s_prime), _tensor(r), _tensor(r_prime), torch.from_numpy(ended))
+                (
+                    obs_t,
+                    a_prime,
+                    _tensor(s_prime),
+                    _tensor(r),
+                    _tensor(r_prime),
+                    torch.from_numpy(terminated),
+                    torch.from_numpy(terminated | truncated),
+                )
             )
             self.steps += n
             done_steps += n
             if len(window) == cfg.kl_window or done_steps >= cfg.stage2_steps:
-                states, actions, cf_states, observed, intervened, cf_ended = (
+                states, actions, cf_states, observed, intervened, cf_terminated, cf_ended = (
                     torch.stack(parts, 1) for parts in zip(*window, strict=True)
                 )
                 # An intervention that ends the episode leaves no state to take a_n in: its r'
@@ -144,7 +157,8 @@ class Synthesizer:
                     actions.flatten(0, 1),
                     reward.flatten(),
                     cf_states.flatten(0, 1),
-                    cf_ended.flatten(),
+                    # A truncated intervention still bootstraps from s'_n; only a real end does not.
+                    cf_terminated.flatten(),
                 )
                 kls.append(kl)
                 rewards.append(reward.flatten())
@@ -171,7 +185,7 @@ class Synthesizer:
         assert self.info.trivial_mask is not None
         obs_t = _tensor(obs)
         intervention = self.agent.act(obs_t, deterministic=True).cpu().numpy()
-        s_c, _, _ = intervene(env, obs, intervention, intervention)
+        s_c, *_ = intervene(env, obs, intervention, intervention)
         change = (torch.from_numpy(s_c) - obs_t).square()
         trivial = change[:, torch.from_numpy(self.info.trivial_mask)].sum()
         return float(trivial / change.sum().clamp_min(1e-12))

@@ -42,6 +42,8 @@ def expert_key(cfg: DictConfig) -> str:
         "total_steps": cfg.expert.total_steps,
         "seed": cfg.expert.seed,
         "env": OmegaConf.to_container(cfg.env, resolve=True),
+        # How a rating dataset is split and factorised changes the env the expert learns in.
+        "split_seed": cfg.data.split_seed,
         "eval": {k: cfg.trainer[k] for k in ("eval_every", "eval_episodes", "eval_seed")},
     }
     return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]

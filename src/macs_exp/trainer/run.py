@@ -6,6 +6,7 @@ nothing of each other.
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 from pathlib import Path
@@ -19,16 +20,22 @@ from macs_exp.agents.base import check_hyperparameters
 from macs_exp.config import (
     MODE_SCHEMAS,
     AlgoConfig,
+    DataConfig,
     EnvConfig,
     ExpertConfig,
     MacsConfig,
+    RatingEnvConfig,
+    ReferenceConfig,
     TrackingConfig,
     TrainerConfig,
 )
+from macs_exp.data import load_rating_data
+from macs_exp.data.dataset import RatingData
 from macs_exp.envs.base import BatchedEnv, env_info
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.macs import Synthesizer, ThresholdSchedule
 from macs_exp.macs.kl import KL_DIRECTIONS
+from macs_exp.metrics import ranking_metrics
 from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
 from macs_exp.trainer.expert import obtain_expert
 from macs_exp.trainer.progress import Progress
@@ -47,13 +54,19 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
     (the expert under the run that needed it)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    algo: AlgoConfig = OmegaConf.to_object(cfg.algo)  # type: ignore[assignment]
+    algo: AlgoConfig | ReferenceConfig = OmegaConf.to_object(cfg.algo)  # type: ignore[assignment]
     env_cfg: EnvConfig = OmegaConf.to_object(cfg.env)  # type: ignore[assignment]
     trainer_cfg: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
     tracking_cfg: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
     # Values no run could use fail here, before an MLflow run is opened.
     _check_trainer_config(trainer_cfg)
-    check_hyperparameters(algo)
+    if isinstance(algo, AlgoConfig):
+        check_hyperparameters(algo)
+    elif cfg.mode.name != "baseline":
+        raise ValueError(
+            f"algo={algo.name} is a reference policy and learns nothing, so mode={cfg.mode.name} has no "
+            f"meaning for it; run it with mode=baseline"
+        )
     _check_macs_config(cfg)
     device = _device(cfg.device)
     torch.set_num_threads(trainer_cfg.torch_threads)
@@ -65,6 +78,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
     assert isinstance(resolved, dict)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     (output_dir / "config.yaml").write_text(config_yaml)
+    # Data problems (a missing file, a malformed row) surface here, before a run is opened.
+    data = _rating_data(cfg, env_cfg)
     tags = {
         "algo": algo.name,
         "mode": str(cfg.mode.name),
@@ -74,19 +89,43 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    with tracked_run(tracking_cfg, flatten(resolved), tags, config_yaml) as tracker:
+    params = flatten(resolved)
+    if data is not None:
+        params.update({f"data.stats.{k}": str(v) for k, v in data.stats.items()})
+    with tracked_run(tracking_cfg, params, tags, config_yaml) as tracker:
         envs: list[BatchedEnv] = []
         title = f"{algo.name} / {cfg.mode.name} / {env_cfg.name} / seed {cfg.seed}"
         progress = Progress(trainer_cfg.progress, trainer_cfg.total_steps, title)
         try:
-            env = make_batched_env(env_cfg, env_cfg.num_envs, str(device))
+            env = make_batched_env(env_cfg, env_cfg.num_envs, str(device), data=data)
             envs.append(env)
-            eval_env = make_batched_env(env_cfg, trainer_cfg.eval_episodes, str(device))
+            # Offline datasets evaluate every test user on the test split; simulators draw
+            # trainer.eval_episodes users from the evaluation stream.
+            eval_env = (
+                make_batched_env(env_cfg, None, str(device), data=data, split="test")
+                if data is not None
+                else make_batched_env(env_cfg, trainer_cfg.eval_episodes, str(device))
+            )
             envs.append(eval_env)
+            ranking = (
+                functools.partial(ranking_metrics, users=eval_env.users, data=data)  # type: ignore[attr-defined]
+                if data is not None
+                else None
+            )
             agent = make_agent(algo, env.single_observation_space, env.single_action_space, device, cfg.seed)
-            augmentation = _augmentation(cfg, env, envs, tracker, device)
+            augmentation = _augmentation(cfg, env, envs, tracker, device, data)
             trainer = Trainer(
-                agent, env, eval_env, trainer_cfg, algo, tracker, cfg.seed, output_dir, progress, augmentation
+                agent,
+                env,
+                eval_env,
+                trainer_cfg,
+                algo,
+                tracker,
+                cfg.seed,
+                output_dir,
+                progress,
+                augmentation,
+                ranking,
             )
             result = trainer.train()
         finally:
@@ -96,7 +135,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
         result.run_id = tracker.run_id
         agent.save(output_dir / "agent.pt")
         curve = plot_learning_curve(
-            {k: result.history[k] for k in ("eval/ctr", "eval/episode_reward") if k in result.history},
+            {
+                k: result.history[k]
+                for k in ("eval/ctr", "test/precision", "test/recall", "eval/episode_reward")
+                if k in result.history
+            },
             output_dir / "learning_curve.png",
             title,
         )
@@ -109,8 +152,20 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
     return result
 
 
+def _rating_data(cfg: DictConfig, env_cfg: EnvConfig) -> RatingData | None:
+    if not isinstance(env_cfg, RatingEnvConfig):
+        return None
+    data_cfg: DataConfig = OmegaConf.to_object(cfg.data)  # type: ignore[assignment]
+    return load_rating_data(env_cfg, data_cfg, data_cfg.split_seed)
+
+
 def _augmentation(
-    cfg: DictConfig, env: BatchedEnv, envs: list[BatchedEnv], tracker: Tracker, device: torch.device
+    cfg: DictConfig,
+    env: BatchedEnv,
+    envs: list[BatchedEnv],
+    tracker: Tracker,
+    device: torch.device,
+    data: RatingData | None,
 ) -> Augmentation | None:
     """What the mode adds to plain training (see ``Augmentation``)."""
     mode = cfg.mode.name
@@ -123,7 +178,7 @@ def _augmentation(
     info = env_info(env, env_cfg.id)
     obs_space, act_space = env.single_observation_space, env.single_action_space
     seed = cfg.seed + SYNTHESIS_SEED_OFFSET
-    stage2_env = make_batched_env(env_cfg, env_cfg.num_envs, str(device))
+    stage2_env = make_batched_env(env_cfg, env_cfg.num_envs, str(device), data=data)
     envs.append(stage2_env)
     synthesizer = Synthesizer(
         make_agent(macs.algo, obs_space, act_space, device, seed), macs.algo, stage2_env, info, macs, seed
@@ -170,6 +225,10 @@ def _check_macs_config(cfg: DictConfig) -> None:
         if not ok:
             raise ValueError(f"{key}={OmegaConf.select(cfg, key)} is invalid: it must be {expected}")
     for prefix, node in (("macs.algo", macs.algo), ("expert.algo", OmegaConf.to_object(cfg.expert.algo))):
+        if not isinstance(node, AlgoConfig):
+            raise ValueError(
+                f"{prefix}={node.name} is a reference policy; {prefix} must learn (ddpg, sac, td3)"
+            )
         try:
             check_hyperparameters(node)  # type: ignore[arg-type]
         except ValueError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import numpy as np
 import torch
 
 from macs_exp.agents.base import Agent
-from macs_exp.config import AlgoConfig, TrainerConfig
+from macs_exp.config import AlgoConfig, ReferenceConfig, TrainerConfig
 from macs_exp.envs.base import BatchedEnv, EnvInfo
 from macs_exp.macs import Synthesizer, ThresholdSchedule, random_mask
 from macs_exp.macs.synthesis import Policy
 from macs_exp.metrics import EpisodeStats
 from macs_exp.tracking import Tracker
 from macs_exp.trainer.progress import Progress
+
+# Scores the (users, steps) items recommended in one evaluation: the Table I metrics.
+Ranking = Callable[[np.ndarray], dict[str, float]]
 
 
 @dataclass
@@ -58,12 +62,13 @@ class Trainer:
         env: BatchedEnv,
         eval_env: BatchedEnv,
         cfg: TrainerConfig,
-        algo: AlgoConfig,
+        algo: AlgoConfig | ReferenceConfig,
         tracker: Tracker,
         seed: int,
         checkpoint_dir: Path,
         progress: Progress | None = None,
         augmentation: Augmentation | None = None,
+        ranking: Ranking | None = None,
     ) -> None:
         self.agent = agent
         self.env = env
@@ -82,8 +87,13 @@ class Trainer:
         self._gap_sum = 0.0
         self._gap_count = 0
         self.items_per_page = env.metadata.get("items_per_page")
-        # The metric that selects the best checkpoint: CTR where the env defines one.
-        self.key_metric = "eval/ctr" if self.items_per_page else "eval/episode_reward"
+        self.ranking = ranking
+        # The metric that selects the best checkpoint: precision on the offline datasets, CTR
+        # where the env defines one.
+        if ranking is not None:
+            self.key_metric = "test/precision"
+        else:
+            self.key_metric = "eval/ctr" if self.items_per_page else "eval/episode_reward"
 
     def train(self) -> TrainResult:
         cfg, algo, env = self.cfg, self.algo, self.env
@@ -101,10 +111,12 @@ class Trainer:
         next_log, next_eval = cfg.log_every, cfg.eval_every
         window_start, window_steps, paused_time = time.perf_counter(), 0, 0.0
         aug = self.aug
+        # Reference policies act without a warm-up and never update.
+        warmup = algo.learning_starts if isinstance(algo, AlgoConfig) else 0
         if aug.synthesizer is not None and aug.expert is not None:
             paused_time += self._stage2(aug.expert, 0, result)
         while steps < cfg.total_steps:
-            actions = self.agent.random_actions(n) if steps < algo.learning_starts else self.agent.act(obs)
+            actions = self.agent.random_actions(n) if steps < warmup else self.agent.act(obs)
             # Stage 3: asked before the real step, from a snapshot the query restores.
             cf = (
                 aug.synthesizer.counterfactuals(env, obs, actions)
@@ -155,7 +167,7 @@ class Trainer:
                 if aug.schedule is not None and aug.schedule.reached():
                     paused_time += self._stage2(self.agent.frozen_policy(), steps, result)
 
-            if steps >= algo.learning_starts and vec_steps % algo.train_freq == 0:
+            if isinstance(algo, AlgoConfig) and steps >= warmup and vec_steps % algo.train_freq == 0:
                 grad_steps = algo.gradient_steps if algo.gradient_steps > 0 else n * algo.train_freq
                 for key, value in self.agent.update(grad_steps).items():
                     loss_sums[key] += value
@@ -221,7 +233,7 @@ class Trainer:
         return metrics
 
     def _evaluate(self, steps: int, result: TrainResult) -> None:
-        metrics = evaluate(self.agent, self.eval_env, self.cfg.eval_seed, self.items_per_page)
+        metrics = evaluate(self.agent, self.eval_env, self.cfg.eval_seed, self.items_per_page, self.ranking)
         self._log(metrics, steps, result)
         result.final_eval = metrics
         if not result.best_eval or metrics[self.key_metric] > result.best_eval[self.key_metric]:
@@ -236,19 +248,31 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, env: BatchedEnv, seed: int, items_per_page: int | None) -> dict[str, float]:
-    """Runs every user of ``env`` through exactly one episode with the deterministic policy."""
+def evaluate(
+    agent: Agent, env: BatchedEnv, seed: int, items_per_page: int | None, ranking: Ranking | None = None
+) -> dict[str, float]:
+    """Runs every user of ``env`` through exactly one episode with the deterministic policy.
+
+    With ``ranking`` (the offline datasets), the items recommended to each user, ``info["item"]``
+    stacked into a (users, steps) array, are scored as well.
+    """
     obs, _ = env.reset(seed=seed)
     n = env.num_envs
     active = np.ones(n, dtype=bool)
     returns = np.zeros(n, dtype=np.float64)
     lengths = np.zeros(n, dtype=np.int64)
+    recommended: list[np.ndarray] = []
     while active.any():
         actions = agent.act(torch.from_numpy(np.asarray(obs, dtype=np.float32)), deterministic=True)
-        obs, rewards, terminated, truncated, _ = env.step(actions.cpu().numpy())
+        obs, rewards, terminated, truncated, info = env.step(actions.cpu().numpy())
+        if ranking is not None:
+            recommended.append(np.asarray(info["item"]))
         returns += rewards * active
         lengths += active
         active &= ~(terminated | truncated)
     stats = EpisodeStats(items_per_page)
     stats.add(returns, lengths)
-    return stats.summary("eval")
+    metrics = stats.summary("eval")
+    if ranking is not None:
+        metrics.update(ranking(np.stack(recommended, axis=1)))
+    return metrics

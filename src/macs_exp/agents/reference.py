@@ -1,0 +1,134 @@
+"""Reference policies for the offline tables: uniform random actions and "most popular".
+
+They run through the same trainer, env and metrics as the learning agents, so their rows in a
+table differ from the agents' in the policy only. Neither learns: ``store`` and ``update`` do
+nothing, and ``buffer`` is an empty one-slot ``ReplayBuffer`` that exists only because the
+``Agent`` protocol has one.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from macs_exp.agents.buffer import ReplayBuffer
+from macs_exp.config import ReferenceConfig
+
+
+class ReferencePolicy:
+    """What both policies share: spaces, a seeded generator, trivial learning and checkpoints."""
+
+    name: str
+
+    def __init__(
+        self,
+        cfg: ReferenceConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
+            raise TypeError("reference policies need Box observation and action spaces")
+        if not action_space.is_bounded("both"):
+            raise ValueError("the action space must be bounded on both sides")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.obs_dim = int(observation_space.shape[0])
+        self.act_dim = int(action_space.shape[0])
+        self._low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
+        self._high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.buffer = ReplayBuffer(1, self.obs_dim, self.act_dim, self.device)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def random_actions(self, n: int) -> torch.Tensor:
+        u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
+        return self._low + (self._high - self._low) * u
+
+    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The deterministic policy with a copy of the generator, so that MACS's calls to it
+        leave this policy's own random stream where it was."""
+        frozen = copy.copy(self)
+        frozen.generator = torch.Generator(device=self.device)
+        frozen.generator.set_state(self.generator.get_state())
+        return functools.partial(frozen.act, deterministic=True)
+
+    def store(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
+        """Nothing to learn from."""
+
+    def update(self, gradient_steps: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"algo": self.name, "act_dim": self.act_dim, **self.state_dict()}, path)
+
+    def load(self, path: str | Path) -> None:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if checkpoint.get("algo") != self.name or checkpoint.get("act_dim") != self.act_dim:
+            raise ValueError(
+                f"{path} holds a {checkpoint.get('algo')!r} policy for {checkpoint.get('act_dim')} action "
+                f"dims, not {self.name!r} for {self.act_dim}"
+            )
+        self.load_state_dict(checkpoint)
+
+
+class RandomPolicy(ReferencePolicy):
+    """Uniform actions in the action space, even when asked to be deterministic: the baseline
+    is the random policy itself, reproducible through the seed.
+
+    On the rating env a random direction is not a uniform random item: how often an item wins
+    the argmax depends on where its features lie among the others'.
+    """
+
+    name = "random"
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.random_actions(obs.shape[0])
+
+
+class PopularPolicy(ReferencePolicy):
+    """The action that points along the last feature, the rating env's training popularity,
+    so that each step recommends the most popular item not yet seen or shown."""
+
+    name = "popular"
+
+    def __init__(
+        self,
+        cfg: ReferenceConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        device: torch.device | str,
+        seed: int,
+    ) -> None:
+        super().__init__(cfg, observation_space, action_space, device, seed)
+        self._action = torch.zeros(self.act_dim, device=self.device)
+        self._action[-1] = 1.0
+        if not ((self._low <= self._action) & (self._action <= self._high)).all():
+            raise ValueError(
+                "the popular policy needs the unit vector on the last axis inside the action space"
+            )
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self._action.expand(obs.shape[0], self.act_dim).clone()

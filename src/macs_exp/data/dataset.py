@@ -1,0 +1,38 @@
+"""The preprocessed rating dataset that the rating environment serves.
+
+Per-user interactions are stored CSR-style: user ``u``'s training ratings are
+``train_items[train_indptr[u]:train_indptr[u + 1]]`` (with ``train_ratings`` alongside), in
+chronological order (or the seeded random order where the source has no timestamps); the test
+split is laid out the same way. Users and items are re-indexed densely from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RatingData:
+    name: str
+    n_users: int
+    n_items: int
+    # (n_items, embedding_dim + 1) float32: the matrix-factorisation item factors, then one
+    # last coordinate holding the item's training popularity scaled to [0, 1], so that a policy
+    # can rank items by popularity with a single action direction (the "popular" reference).
+    item_features: np.ndarray
+    # Training interaction counts per item (n_items,), int64.
+    item_popularity: np.ndarray
+    train_indptr: np.ndarray
+    train_items: np.ndarray
+    train_ratings: np.ndarray
+    test_indptr: np.ndarray
+    test_items: np.ndarray
+    test_ratings: np.ndarray
+    # Ratings at or above this are positives.
+    positive_threshold: float
+    rating_min: float
+    rating_max: float
+    # Counts worth logging as MLflow params (rows read, skipped bad rows, filtered users, ...).
+    stats: dict[str, float] = field(default_factory=dict)
