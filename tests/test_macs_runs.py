@@ -175,3 +175,23 @@ def test_stage2_moves_counterfactual_change_onto_trivial_components() -> None:
     trained = synthesizer.trivial_change_fraction(probe, probe_obs)
     assert trained >= untrained + 0.3, (untrained, trained, summary)
     assert np.isfinite(summary["macs/kl"])
+
+
+@pytest.mark.parametrize("mode", ["joint", "expert"])
+def test_same_seed_same_numbers_with_macs(mode: str, tiny: list[str], tmp_path: Path) -> None:
+    """pi_c, its stage-2 env and the augmentation draws are all seeded from the run's seed."""
+    overrides = [
+        f"mode={mode}",
+        "env=synthetic",
+        "macs.augment_prob=0.5",
+        "tracking.enabled=false",
+        *tiny,
+        *TINY_MACS,
+        f"expert.cache_dir={tmp_path / 'experts'}",
+    ]
+    first = run_experiment(compose_config(overrides), tmp_path / "a")
+    second = run_experiment(compose_config(overrides), tmp_path / "b")
+    for key in ("train/critic_loss", "macs/kl", "cf/transitions", "eval/episode_reward"):
+        assert first.history[key] == second.history[key], key
+    other = run_experiment(compose_config([*overrides, "seed=1"]), tmp_path / "c")
+    assert other.history["train/critic_loss"] != first.history["train/critic_loss"]
