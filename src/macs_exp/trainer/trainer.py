@@ -141,9 +141,10 @@ class Trainer:
                 # (s_c, a_t, s_{t+1}, r_c): the counterfactual state with the real action, next
                 # state and termination, and the reward the real action earns from s_c.
                 self.agent.store(cf.states[v], actions[v], cf.rewards[v], real_next[v], terminated[v])
-                self.cf_stored += int(v.sum())
+                stored = int(v.sum())
+                self.cf_stored += stored
                 self._gap_sum += float((cf.rewards[v] - rewards[v]).sum())
-                self._gap_count += int(v.sum())
+                self._gap_count += stored
             if aug.mask_prob is not None:
                 masked = random_mask(obs, aug.mask_prob, self.mask_generator)
                 self.agent.store(masked, actions, rewards, real_next, terminated)
