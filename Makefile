@@ -6,7 +6,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The CPU build of torch; a looser pin would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup run test lint bench ui clean
+# Sweeps run N_JOBS jobs at a time on this machine (one per core of the 2-core reference machine).
+N_JOBS ?= 2
+SWEEP = $(BIN)/python -m macs_exp -m hydra/launcher=joblib hydra.launcher.n_jobs=$(N_JOBS)
+# Table I reads each dataset from DATA_ROOT/<folder> (scripts/download_data.py NAME --dest DIR).
+DATA_ROOT ?= data
+TABLE1_DATASETS ?= ml100k ml1m bookcrossing douban_book
+
+.PHONY: setup run test lint bench ui clean smoke table1 figures fig4 fig5 fig6
 
 setup: $(STAMP)
 
@@ -33,6 +40,43 @@ bench: setup
 ui: setup
 	mkdir -p outputs
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port $(or $(PORT),5000)
+
+# Every algo x mode on VirtualTaobao and the bundled tiny dataset at a tiny budget, then the table
+# and curves of that sweep (a few minutes; see conf/experiment/smoke.yaml).
+smoke: setup
+	$(SWEEP) +experiment=smoke $(ARGS)
+	$(BIN)/python scripts/table1.py --experiment smoke
+	$(BIN)/python scripts/plot_curves.py --experiment smoke --figure fig4
+
+# Table I: per dataset found under DATA_ROOT, the learning algos x baseline/-E/-J x 5 seeds and the
+# reference policies; then the table from every finished run (a failed job shows as a hole, and
+# makes the target fail after the table is written).
+table1: setup
+	@status=0; for ds in $(TABLE1_DATASETS); do \
+	  case $$ds in ml100k) dir=ml-100k;; ml1m) dir=ml-1m;; douban_book) dir=douban-book;; *) dir=$$ds;; esac; \
+	  if [ ! -d "$(DATA_ROOT)/$$dir" ]; then \
+	    echo "table1: skipping $$ds: $(DATA_ROOT)/$$dir not found (python scripts/download_data.py $$ds --dest $(DATA_ROOT)/$$dir)"; \
+	    continue; fi; \
+	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir $(ARGS) || status=1; \
+	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir algo=random,popular mode=baseline $(ARGS) || status=1; \
+	done; \
+	$(BIN)/python scripts/table1.py --experiment table1 && exit $$status
+
+# Figs. 4-6 on VirtualTaobao: each sweep, then its figure (drawn from the finished runs even if a
+# job failed; the target still fails then).
+figures: fig4 fig5 fig6
+
+fig4: setup
+	@status=0; $(SWEEP) +experiment=fig4 $(ARGS) || status=1; \
+	$(BIN)/python scripts/plot_curves.py --experiment fig4 --figure fig4 && exit $$status
+
+fig5: setup
+	@status=0; $(SWEEP) +experiment=fig5_hidden $(ARGS) || status=1; \
+	$(BIN)/python scripts/plot_curves.py --experiment fig5_hidden --figure fig5 && exit $$status
+
+fig6: setup
+	@status=0; $(SWEEP) +experiment=fig6_threshold $(ARGS) || status=1; \
+	$(BIN)/python scripts/plot_curves.py --experiment fig6_threshold --figure fig6 && exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

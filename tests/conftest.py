@@ -28,3 +28,67 @@ def _single_thread() -> None:
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     return [*TINY, f"tracking.dir={tmp_path / 'outputs'}"]
+
+
+class MlflowStore:
+    """An MLflow store filled with known numbers, in the shape the trainer and sweeps write."""
+
+    def __init__(self, root: Path) -> None:
+        from mlflow.tracking import MlflowClient
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts").as_uri())
+
+    def sweep(self, experiment: str, sweep_id: str) -> str:
+        run = self.client.create_run(
+            self.experiment(experiment),
+            run_name=f"sweep-{sweep_id}",
+            tags={"role": "sweep", "sweep_id": sweep_id},
+        )
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def run(
+        self,
+        experiment: str,
+        *,
+        algo: str,
+        mode: str,
+        env: str,
+        seed: int,
+        metrics: dict[str, float | list[tuple[int, float]]] | None = None,
+        params: dict[str, str] | None = None,
+        status: str = "FINISHED",
+        sweep_id: str | None = None,
+        role: str = "run",
+    ) -> str:
+        """A run whose metric is either one final value or a list of ``(step, value)`` points."""
+        from mlflow.entities import Metric, Param
+
+        tags = {"role": role, "algo": algo, "mode": mode, "env": env, "seed": str(seed)}
+        if sweep_id:
+            tags["sweep_id"] = sweep_id
+        run_id = self.client.create_run(self.experiment(experiment), tags=tags).info.run_id
+        points = []
+        for key, value in (metrics or {}).items():
+            series = value if isinstance(value, list) else [(0, value)]
+            points += [Metric(key, float(v), 0, step) for step, v in series]
+        self.client.log_batch(
+            run_id, metrics=points, params=[Param(k, str(v)) for k, v in (params or {}).items()]
+        )
+        if status != "RUNNING":
+            self.client.set_terminated(run_id, status)
+        return run_id
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path) -> MlflowStore:
+    return MlflowStore(tmp_path / "store")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from macs_exp.config import (
     ALGO_SCHEMAS,
@@ -21,9 +27,14 @@ from macs_exp.config import (
     TrackingConfig,
     TrainerConfig,
 )
+from macs_exp.tracking.mlflow_tracker import Terminated
+from macs_exp.tracking.sweep import current_sweep, record_failed_job
+
+log = logging.getLogger("macs_exp")
 
 # The YAML groups live in the repository's top-level conf/ (src layout: two levels up).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+ASSETS_DIR = Path(__file__).resolve().parent / "data" / "assets"
 
 
 def register_configs() -> None:
@@ -46,14 +57,57 @@ def register_configs() -> None:
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
 
 
+def register_resolvers() -> None:
+    """``${macs_asset:NAME}``: a data folder shipped inside the package (e.g. the tiny rating
+    dataset), wherever the package is installed."""
+    if not OmegaConf.has_resolver("macs_asset"):
+        OmegaConf.register_new_resolver("macs_asset", lambda name: str(ASSETS_DIR / name))
+
+
 register_configs()
+register_resolvers()
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turns SIGTERM into ``Terminated`` while a run trains, so that a killed job (``kill``, a
+    SLURM time limit) is recorded KILLED with its traceback instead of staying RUNNING forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(f"received {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
-    from macs_exp.trainer import run_experiment
+    from macs_exp.trainer.run import run_experiment, run_tags
 
-    result = run_experiment(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    sweep = current_sweep()
+    tags = sweep.job_tags(hydra_cfg.job.num, hydra_cfg.overrides.task) if sweep else {}
+    try:
+        with _sigterm_raises():
+            result = run_experiment(cfg, hydra_cfg.runtime.output_dir, tags)
+    except Exception as exc:
+        if sweep is None:
+            raise
+        # In a sweep one job's failure is recorded, not raised: the others go on, and the
+        # sweep's summary (and exit code) reports it.
+        log.exception("job %d (%s) failed", hydra_cfg.job.num, " ".join(hydra_cfg.overrides.task))
+        tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
+        record_failed_job(
+            tracking, sweep, hydra_cfg.job.num, {**run_tags(cfg), **tags}, OmegaConf.to_yaml(cfg), exc
+        )
+        # No value: Optuna records the trial as FAILED (a NaN would make it abort the study).
+        return None
     # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric.
     return result.final_eval.get(result.key_metric)
 

@@ -22,6 +22,14 @@ _MAX_PARAMS = 100
 _MAX_TAGS = 100
 
 
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM: ``kill``, a SLURM time limit or preemption).
+
+    An ``Exception`` rather than a ``BaseException`` so that, in a sweep, only the job it hit
+    ends: the run is recorded KILLED and the launcher goes on with the other jobs.
+    """
+
+
 class Tracker(Protocol):
     run_id: str | None
 
@@ -157,7 +165,7 @@ def tracked_run(
             tracker.flush()
         with contextlib.suppress(Exception):
             tracker.log_text("".join(traceback.format_exception(exc)), "traceback.txt")
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt | Terminated) else "FAILED")
         raise
     tracker.flush()
     tracker.end("FINISHED")

@@ -99,7 +99,8 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoin
             folder,
         )
         run_dir = folder / "run"
-        result = run_experiment(expert_config(cfg), run_dir, parent_run_id=parent_run_id)
+        tags = {"role": "expert", **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+        result = run_experiment(expert_config(cfg), run_dir, tags)
         best = run_dir / "best_agent.pt"
         tmp = folder / "expert.pt.tmp"
         shutil.copyfile(best if best.is_file() else run_dir / "agent.pt", tmp)

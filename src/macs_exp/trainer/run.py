@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +52,12 @@ log = logging.getLogger("macs_exp")
 SYNTHESIS_SEED_OFFSET = 10_007
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str | None = None) -> TrainResult:
-    """Trains one agent as ``cfg`` says. ``parent_run_id`` nests its MLflow run under another
-    (the expert under the run that needed it)."""
+def run_experiment(
+    cfg: DictConfig, output_dir: str | Path, tags: Mapping[str, str] | None = None
+) -> TrainResult:
+    """Trains one agent as ``cfg`` says. ``tags`` are added to (and may override) the run's
+    own ``run_tags``: ``mlflow.parentRunId`` nests it under another run, ``role`` marks what
+    it is for reports."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     algo: AlgoConfig | ReferenceConfig = OmegaConf.to_object(cfg.algo)  # type: ignore[assignment]
@@ -80,19 +86,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
     (output_dir / "config.yaml").write_text(config_yaml)
     # Data problems (a missing file, a malformed row) surface here, before a run is opened.
     data = _rating_data(cfg, env_cfg)
-    tags = {
-        "algo": algo.name,
-        "mode": str(cfg.mode.name),
-        "env": env_cfg.name,
-        "seed": str(cfg.seed),
-        **_git_tags(),
-    }
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
     params = flatten(resolved)
     if data is not None:
         params.update({f"data.stats.{k}": str(v) for k, v in data.stats.items()})
-    with tracked_run(tracking_cfg, params, tags, config_yaml) as tracker:
+    with tracked_run(tracking_cfg, params, {**run_tags(cfg), **(tags or {})}, config_yaml) as tracker:
         envs: list[BatchedEnv] = []
         title = f"{algo.name} / {cfg.mode.name} / {env_cfg.name} / seed {cfg.seed}"
         progress = Progress(trainer_cfg.progress, trainer_cfg.total_steps, title)
@@ -150,6 +147,22 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, parent_run_id: str |
         if tracker.run_id:
             log.info("MLflow run %s (make ui to browse)", tracker.run_id)
     return result
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """The tags reports select runs by (see ``macs_exp.reports.runs``); read straight from the
+    config so that a job failing before its run opens can still be recorded under them."""
+    return {
+        "role": "run",
+        "algo": str(cfg.algo.name),
+        "mode": str(cfg.mode.name),
+        "env": str(cfg.env.name),
+        "seed": str(cfg.seed),
+        # Where the job runs, to find (or kill) the process behind a run of a sweep.
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        **_git_tags(),
+    }
 
 
 def _rating_data(cfg: DictConfig, env_cfg: EnvConfig) -> RatingData | None:

@@ -1,0 +1,73 @@
+"""Learning curves over seeds, as the paper's Fig. 4 (modes), Fig. 5 (hidden size of pi_c) and
+Fig. 6 (threshold epsilon_1), from the runs of an MLflow experiment.
+
+    python scripts/plot_curves.py --experiment fig4 [--sweep-id ID ...] [--figure fig4|fig5|fig6]
+        [--metric eval/ctr] [--tracking-uri URI] [--out-dir outputs/figures] [--no-log]
+
+Writes ``<out-dir>/<experiment>-<figure>-<env>.png`` per env and prints each path; unless
+--no-log, logs them under ``figures/`` of the parent runs of the sweeps the plotted runs belong to.
+Exit status: 0 done, 2 nothing to plot (unknown experiment, metric or param missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from macs_exp.reports.curves import FIGURES, CurvesError, write_figures
+from macs_exp.reports.runs import (
+    add_selection_args,
+    default_tracking_uri,
+    load_runs,
+    log_to_sweeps,
+    open_client,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_selection_args(parser)
+    parser.add_argument("--figure", choices=FIGURES, default="fig4")
+    parser.add_argument(
+        "--metric",
+        default=None,
+        help="metric key; default: eval/ctr, else test/precision, else eval/episode_reward",
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("outputs/figures"))
+    args = parser.parse_args(argv)
+
+    client = open_client(args.tracking_uri or default_tracking_uri())
+    # Only load_runs's LookupError means "unknown experiment"; a KeyError from a bug must not.
+    try:
+        runs = load_runs(client, args.experiment, args.sweep_ids)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        written = write_figures(
+            client,
+            runs,
+            experiment=args.experiment,
+            figure=args.figure,
+            out_dir=args.out_dir,
+            metric=args.metric,
+        )
+    except CurvesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for figure in written:
+        print(f"wrote {figure.path} ({figure.metric}, {figure.runs} runs)")
+    if not args.no_log:
+        for figure in written:
+            parents = log_to_sweeps(client, args.experiment, figure.sweep_ids, [figure.path], "figures")
+            if parents:
+                print(f"logged {figure.path.name} to sweep parent runs {', '.join(parents)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

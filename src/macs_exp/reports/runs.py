@@ -1,0 +1,176 @@
+"""The runs of an experiment as a pandas frame, the one shape every report starts from.
+
+Every run the trainer opens carries the tags ``role`` (``run`` for a training job, ``expert``
+for an expert trained on its behalf, ``sweep`` for a sweep's parent run), ``algo``, ``mode``,
+``env``, ``seed`` and, inside a sweep, ``sweep_id``. Reports select on these tags, never on
+run names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+ROLE_RUN = "run"
+ROLE_EXPERT = "expert"
+ROLE_SWEEP = "sweep"
+
+# How reports name and order what they show: the paper's rows are DDPG, DDPG-E, DDPG-J, ...
+ALGO_ORDER = ("ddpg", "sac", "td3")
+# Fixed policies the learners are compared against; the trainer only runs them in mode baseline.
+REFERENCE_ALGOS = ("random", "popular")
+MODE_ORDER = ("baseline", "expert", "joint", "random_mask")
+MODE_SUFFIX = {"baseline": "", "expert": "-E", "joint": "-J", "random_mask": "-RM"}
+
+# Columns of load_runs, before the metric:<key> and param:<key> columns.
+RUN_COLUMNS = ("run_id", "status", "sweep_id", "algo", "mode", "env", "seed", "start_time", "end_time")
+SWEEP_COLUMNS = ("run_id", "status", "sweep_id", "start_time", "end_time")
+
+
+def open_client(tracking_uri: str):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client, experiment: str) -> str:  # type: ignore[no-untyped-def]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise LookupError(
+            f"no MLflow experiment named {experiment!r} in {client.tracking_uri}; it has {names}. "
+            "Pass --experiment with one of them, or --tracking-uri for another store"
+        )
+    return found.experiment_id
+
+
+def _search(client, experiment_id: str, role: str) -> Iterable:  # type: ignore[no-untyped-def]
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=f"tags.role = '{role}'", max_results=10_000, page_token=token
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def load_runs(
+    client,  # type: ignore[no-untyped-def]
+    experiment: str,
+    sweep_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per training run (``role=run``) of ``experiment``, optionally only from the
+    given sweeps: the ``RUN_COLUMNS``, then ``metric:<key>`` (the last logged value of each
+    metric) and ``param:<key>`` (every flattened config value) columns.
+
+    Runs of every status are returned; the caller decides what a FAILED or a still-RUNNING run
+    means. ``seed`` is an int, times are pandas timestamps (UTC), a missing sweep is ``""``.
+    """
+    rows = []
+    for run in _search(client, _experiment_id(client, experiment), ROLE_RUN):
+        tags = run.data.tags
+        sweep_id = tags.get("sweep_id", "")
+        if sweep_ids is not None and sweep_id not in sweep_ids:
+            continue
+        row = {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "sweep_id": sweep_id,
+            "algo": tags.get("algo", ""),
+            "mode": tags.get("mode", ""),
+            "env": tags.get("env", ""),
+            "seed": int(tags.get("seed", -1)),
+            "start_time": _time(run.info.start_time),
+            "end_time": _time(run.info.end_time),
+        }
+        row.update({f"metric:{k}": v for k, v in run.data.metrics.items()})
+        row.update({f"param:{k}": v for k, v in run.data.params.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
+    return frame.sort_values(["start_time", "run_id"], ignore_index=True) if rows else frame
+
+
+def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """The sweeps' parent runs (``role=sweep``) of ``experiment``, oldest first."""
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "sweep_id": run.data.tags.get("sweep_id", ""),
+            "start_time": _time(run.info.start_time),
+            "end_time": _time(run.info.end_time),
+        }
+        for run in _search(client, _experiment_id(client, experiment), ROLE_SWEEP)
+    ]
+    frame = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+    return frame.sort_values(["start_time", "run_id"], ignore_index=True)
+
+
+def row_label(algo: str, mode: str) -> str:
+    """``DDPG-E`` for ddpg in expert mode, ``Popular`` for a reference policy."""
+    name = algo.title() if algo in REFERENCE_ALGOS else algo.upper()
+    return name + MODE_SUFFIX.get(mode, f"-{mode.upper()}")
+
+
+def ordered(values: Iterable[str], first: Sequence[str]) -> list[str]:
+    """The values present, ``first`` in its own order, then the rest alphabetically."""
+    present = set(values)
+    return [v for v in first if v in present] + sorted(present - set(first))
+
+
+def _time(millis: int | None) -> pd.Timestamp:
+    return pd.Timestamp(millis, unit="ms", tz="UTC") if millis else pd.NaT
+
+
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments every report script takes to say which runs it reads."""
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (a preset's name)")
+    parser.add_argument(
+        "--sweep-id",
+        action="append",
+        dest="sweep_ids",
+        metavar="ID",
+        help="only runs of this sweep (repeatable); default: every run of the experiment",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store; default: the one `python -m macs_exp` writes to (conf/tracking)",
+    )
+    parser.add_argument(
+        "--no-log", action="store_true", help="do not log the outputs as artifacts of the sweeps' parent runs"
+    )
+
+
+def default_tracking_uri() -> str:
+    """The store ``python -m macs_exp`` logs to from this directory, as conf/tracking says."""
+    from omegaconf import OmegaConf
+
+    from macs_exp.app import compose_config
+    from macs_exp.tracking.mlflow_tracker import tracking_uri
+
+    return tracking_uri(OmegaConf.to_object(compose_config().tracking))  # type: ignore[arg-type]
+
+
+def log_to_sweeps(
+    client,  # type: ignore[no-untyped-def]
+    experiment: str,
+    sweep_ids: Iterable[str],
+    paths: Iterable[Path],
+    artifact_path: str,
+) -> list[str]:
+    """Logs ``paths`` as artifacts of the parent run of each sweep in ``sweep_ids``; returns
+    the parent run ids written to (runs outside any sweep have no parent to log to)."""
+    wanted = {s for s in sweep_ids if s}
+    sweeps = load_sweeps(client, experiment)
+    parents = list(sweeps.loc[sweeps["sweep_id"].isin(wanted), "run_id"])
+    files = list(paths)
+    for run_id in parents:
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path)
+    return parents

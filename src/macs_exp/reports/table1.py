@@ -1,0 +1,360 @@
+"""The paper's Table I (every method on every dataset) from the runs of an experiment.
+
+A table built from a sweep must not look complete when it is not: every cell says how many of
+its expected seeds finished, and a cell without any finished seed says why (failed, still
+running or never started) instead of showing a number. Only the latest FINISHED run of each
+(algo, mode, env, seed) counts, so rerunning a seed replaces its earlier result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ttest_ind
+
+from macs_exp.reports.runs import (
+    ALGO_ORDER,
+    MODE_ORDER,
+    REFERENCE_ALGOS,
+    load_runs,
+    load_sweeps,
+    ordered,
+    row_label,
+)
+
+ENV_ORDER = ("ml100k", "ml1m", "bookcrossing", "douban_book")
+FAILED_STATUSES = ("FAILED", "KILLED")
+
+CSV_COLUMNS = (
+    "row",
+    "algo",
+    "mode",
+    "env",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "expected",
+    "failed",
+    "running",
+    "status",
+    "mark",
+    "improvement_pct",
+    "p_value",
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    decimals: int
+
+
+RATING_METRICS = (
+    Metric("test/recall", "Recall", 4),
+    Metric("test/precision", "Precision", 4),
+    Metric("test/accuracy", "Accuracy", 4),
+)
+CTR = Metric("eval/ctr", "CTR", 4)
+REWARD = Metric("eval/episode_reward", "Reward", 2)
+METRICS = {m.key: m for m in (*RATING_METRICS, CTR, REWARD)}
+
+
+def load_selection(client, experiment: str, sweep_ids: Sequence[str] | None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """``load_runs``, but an empty selection is an error too: a table of nothing but holes
+    would only hide a wrong ``--experiment`` or ``--sweep-id``."""
+    frame = load_runs(client, experiment, sweep_ids)
+    if frame.empty:
+        where = f"sweeps {list(sweep_ids)}" if sweep_ids else "any sweep or outside one"
+        known = sorted(set(load_sweeps(client, experiment)["sweep_id"]))
+        raise LookupError(
+            f"experiment {experiment!r} in {client.tracking_uri} has no training runs (tag role=run) "
+            f"in {where}; its sweeps are {known}"
+        )
+    return frame
+
+
+def _metrics_for(runs: pd.DataFrame) -> tuple[Metric, ...]:
+    def logged(key: str) -> bool:
+        column = f"metric:{key}"
+        return column in runs and bool(runs[column].notna().any())
+
+    if logged("test/precision"):
+        return RATING_METRICS
+    if logged(CTR.key):
+        return (CTR,)
+    return (REWARD,)
+
+
+def _latest_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (algo, mode, env, seed) with its outcome: the latest FINISHED run if there
+    is one, else ``failed`` if any attempt failed or was killed, else ``running``."""
+    keys = ["algo", "mode", "env", "seed"]
+    ordered = frame.sort_values(["start_time", "run_id"], na_position="first")
+    finished = ordered[ordered["status"] == "FINISHED"].groupby(keys, sort=False).tail(1)
+    finished = finished.assign(outcome="finished")
+    rest = ordered[~ordered.set_index(keys).index.isin(finished.set_index(keys).index)]
+    failed_any = rest.groupby(keys)["status"].agg(lambda s: bool(s.isin(FAILED_STATUSES).any()))
+    unfinished = failed_any.map({True: "failed", False: "running"}).rename("outcome").reset_index()
+    return pd.concat([finished, unfinished], ignore_index=True)
+
+
+def _grid(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """Every (algo, mode) row expected, plus any observed outside that expectation so that
+    nothing present in MLflow is left out."""
+    learning = frame[~frame["algo"].isin(REFERENCE_ALGOS)]
+    algos = ordered(learning["algo"], ALGO_ORDER)
+    modes = ordered(learning["mode"], MODE_ORDER)
+    expected = {(a, m) for a in algos for m in modes}
+    expected |= {(a, "baseline") for a in frame.loc[frame["algo"].isin(REFERENCE_ALGOS), "algo"]}
+    expected |= set(zip(frame["algo"], frame["mode"], strict=True))
+    algo_order = algos + list(REFERENCE_ALGOS)
+    mode_order = ordered([m for _, m in expected], MODE_ORDER)
+    return sorted(expected, key=lambda am: (algo_order.index(am[0]), mode_order.index(am[1])))
+
+
+def build_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One record per cell (row × env × metric) in table order: the ``CSV_COLUMNS`` and
+    ``values``, the per-seed numbers the t-tests need.
+
+    ``n`` counts the expected seeds (every seed seen in the env) whose latest FINISHED run
+    logged the metric; ``failed`` and ``running`` count seeds without a FINISHED run. A seed
+    in none of these is missing, including a finished run that never logged the metric.
+    """
+    outcomes = _latest_per_seed(frame)
+    rows = _grid(frame)
+    records = []
+    for env in ordered(frame["env"], ENV_ORDER):
+        env_runs = frame[frame["env"] == env]
+        expected = len(set(env_runs["seed"]))
+        for metric in _metrics_for(env_runs):
+            column = f"metric:{metric.key}"
+            for algo, mode in rows:
+                seeds = outcomes[
+                    (outcomes["algo"] == algo) & (outcomes["mode"] == mode) & (outcomes["env"] == env)
+                ]
+                done = seeds[seeds["outcome"] == "finished"]
+                values = done[column].dropna().to_numpy(float) if column in done else np.empty(0)
+                failed = int((seeds["outcome"] == "failed").sum())
+                running = int((seeds["outcome"] == "running").sum())
+                records.append(
+                    {
+                        "row": row_label(algo, mode),
+                        "algo": algo,
+                        "mode": mode,
+                        "env": env,
+                        "metric": metric.key,
+                        "mean": values.mean() if values.size else math.nan,
+                        "std": values.std(ddof=1) if values.size > 1 else math.nan,
+                        "n": int(values.size),
+                        "expected": expected,
+                        "failed": failed,
+                        "running": running,
+                        "status": _status(int(values.size), expected, failed, running),
+                        "values": values,
+                    }
+                )
+    table = pd.DataFrame(records)
+    table["mark"] = _marks(table)
+    table[["improvement_pct", "p_value"]] = _improvements(table)
+    return table
+
+
+def _status(n: int, expected: int, failed: int, running: int) -> str:
+    if n and n >= expected:
+        return "complete"
+    if n:
+        return "partial"
+    if failed:
+        return "failed"
+    return "running" if running else "missing"
+
+
+def _marks(table: pd.DataFrame) -> pd.Series:
+    """Per column, ``best`` for the highest mean and ``second`` for the next one down (every
+    metric here is higher-is-better); equal means share a mark."""
+    marks = pd.Series("", index=table.index)
+    for _, cells in table[table["n"] > 0].groupby(["env", "metric"], sort=False):
+        means = cells["mean"]
+        best = means.max()
+        is_best = means.map(lambda m, b=best: math.isclose(m, b, rel_tol=1e-9, abs_tol=1e-12))
+        marks[is_best[is_best].index] = "best"
+        rest = means[~is_best]
+        if not rest.empty:
+            second = rest.max()
+            is_second = rest.map(lambda m, s=second: math.isclose(m, s, rel_tol=1e-9, abs_tol=1e-12))
+            marks[is_second[is_second].index] = "second"
+    return marks
+
+
+def _improvements(table: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's change against its own algo's baseline in the same column, with a Welch
+    t-test so that a gain within seed noise is visible as such."""
+    baseline = table[table["mode"] == "baseline"].set_index(["algo", "env", "metric"])
+    out = pd.DataFrame(math.nan, index=table.index, columns=["improvement_pct", "p_value"])
+    for i, cell in table[(table["mode"] != "baseline") & (table["n"] > 0)].iterrows():
+        key = (cell["algo"], cell["env"], cell["metric"])
+        if key not in baseline.index or baseline.loc[key, "n"] == 0:
+            continue
+        base = baseline.loc[key]
+        if base["mean"] != 0:
+            out.loc[i, "improvement_pct"] = (cell["mean"] - base["mean"]) / abs(base["mean"]) * 100
+        if cell["n"] >= 2 and base["n"] >= 2:
+            out.loc[i, "p_value"] = float(ttest_ind(cell["values"], base["values"], equal_var=False).pvalue)
+    return out
+
+
+def _columns(table: pd.DataFrame) -> list[tuple[str, Metric]]:
+    pairs = dict.fromkeys(zip(table["env"], table["metric"], strict=True))
+    return [(env, METRICS[key]) for env, key in pairs]
+
+
+def _cells(table: pd.DataFrame) -> dict[tuple[str, str, str], pd.Series]:
+    return {(c["row"], c["env"], c["metric"]): c for _, c in table.iterrows()}
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return "–" if math.isnan(x) else f"{x:.{decimals}f}"
+
+
+def _holes(cell: pd.Series) -> list[str]:
+    missing = cell["expected"] - cell["n"] - cell["failed"] - cell["running"]
+    counts = (("failed", cell["failed"]), ("running", cell["running"]), ("missing", missing))
+    return [f"{k} {name}" for name, k in counts if k > 0]
+
+
+def _empty_text(cell: pd.Series) -> str:
+    parts = [f"{name} ({k})" for name, k in (("failed", cell["failed"]), ("running", cell["running"])) if k]
+    return ", ".join(parts) or "missing"
+
+
+def cell_text(cell: pd.Series) -> str:
+    """The markdown text of one cell, e.g. ``**0.0531 ± 0.0040** (n=4/5, 1 failed) +12.3% (p=0.041)``."""
+    if cell["n"] == 0:
+        return _empty_text(cell)
+    decimals = METRICS[cell["metric"]].decimals
+    core = f"{_fmt(cell['mean'], decimals)} ± {_fmt(cell['std'], decimals)}"
+    core = {"best": f"**{core}**", "second": f"{core}*"}.get(cell["mark"], core)
+    if cell["status"] == "complete":
+        count = f"(n={cell['n']})"
+    else:
+        count = f"(n={cell['n']}/{cell['expected']}, {', '.join(_holes(cell))})"
+    text = f"{core} {count}"
+    if cell["mode"] != "baseline":
+        imp = cell["improvement_pct"]
+        text += f" {'–' if math.isnan(imp) else f'{imp:+.1f}%'} ({_p_text(cell['p_value'])})"
+    return text
+
+
+def _p_text(p: float) -> str:
+    if math.isnan(p):
+        return "p=–"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def to_markdown(table: pd.DataFrame, title: str = "Table I") -> str:
+    columns = _columns(table)
+    cells = _cells(table)
+    header = ["Method", *(f"{env} {metric.label}" for env, metric in columns)]
+    lines = [
+        f"## {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + [":---:"] * len(columns)) + "|",
+    ]
+    for row in dict.fromkeys(table["row"]):
+        texts = [cell_text(cells[(row, env, metric.key)]) for env, metric in columns]
+        lines.append("| " + " | ".join([row, *texts]) + " |")
+    lines += [
+        "",
+        "mean ± sample std over seeds; **bold** best, * second best per column; -E/-J/-RM rows add "
+        "the change against the same algorithm's baseline and a Welch t-test p-value.",
+    ]
+    return "\n".join(lines)
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    return table.loc[:, list(CSV_COLUMNS)].to_csv(index=False)
+
+
+def _tex(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _tex_cell(cell: pd.Series) -> str:
+    if cell["n"] == 0:
+        return "--"
+    decimals = METRICS[cell["metric"]].decimals
+    std = "--" if math.isnan(cell["std"]) else f"{cell['std']:.{decimals}f}"
+    text = f"{cell['mean']:.{decimals}f} $\\pm$ {std}"
+    text = {"best": f"\\textbf{{{text}}}", "second": f"{text}$^{{*}}$"}.get(cell["mark"], text)
+    if cell["status"] != "complete":
+        text += f" {{\\scriptsize ({cell['n']}/{cell['expected']})}}"
+    return text
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs tabular, one rule-separated block per algorithm and one for the reference
+    policies; a partial cell carries its finished/expected seed count."""
+    columns = _columns(table)
+    cells = _cells(table)
+    envs = list(dict.fromkeys(env for env, _ in columns))
+    widths = [sum(1 for e, _ in columns if e == env) for env in envs]
+    lines = [f"\\begin{{tabular}}{{l{'c' * len(columns)}}}", "\\toprule"]
+    lines.append(
+        "Method & "
+        + " & ".join(f"\\multicolumn{{{w}}}{{c}}{{{_tex(env)}}}" for env, w in zip(envs, widths, strict=True))
+        + " \\\\"
+    )
+    start = 2
+    rules = []
+    for w in widths:
+        rules.append(f"\\cmidrule(lr){{{start}-{start + w - 1}}}")
+        start += w
+    lines.append(" ".join(rules))
+    lines.append(" & " + " & ".join(_tex(metric.label) for _, metric in columns) + " \\\\")
+    lines.append("\\midrule")
+    previous = None
+    for row, algo in dict.fromkeys(zip(table["row"], table["algo"], strict=True)):
+        group = "reference" if algo in REFERENCE_ALGOS else algo
+        if previous is not None and group != previous:
+            lines.append("\\midrule")
+        previous = group
+        texts = [_tex_cell(cells[(row, env, metric.key)]) for env, metric in columns]
+        lines.append(" & ".join([_tex(row), *texts]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def output_stem(experiment: str, sweep_ids: Sequence[str] | None) -> str:
+    return experiment + (f"-{'+'.join(sweep_ids)}" if sweep_ids else "")
+
+
+def write_tables(table: pd.DataFrame, out_dir: Path, stem: str, title: str) -> list[Path]:
+    """Writes ``<stem>.md``, ``.csv`` and ``.tex`` and returns their paths in that order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = {
+        ".md": to_markdown(table, title) + "\n\n" + summary_line(table) + "\n",
+        ".csv": to_csv(table),
+        ".tex": to_latex(table),
+    }
+    paths = []
+    for suffix, text in texts.items():
+        path = out_dir / f"{stem}{suffix}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def summary_line(table: pd.DataFrame) -> str:
+    counts = table["status"].value_counts()
+    names = ("complete", "partial", "failed", "running", "missing")
+    return "cells: " + ", ".join(f"{int(counts.get(name, 0))} {name}" for name in names)

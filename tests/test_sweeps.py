@@ -1,0 +1,302 @@
+"""Multirun sweeps end to end: the parent run, failures and kills, Optuna, and the launcher and
+preset configs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from conftest import REPO, TINY
+from macs_exp.app import CONF_DIR, compose_config
+from macs_exp.config import TrackingConfig
+from macs_exp.tracking.sweep import SweepContext, _planned_jobs, format_summary, summarize
+
+# Jobs small enough for a sweep test, yet long enough (a few seconds) to be killed mid-run.
+SWEEP_BUDGET = [
+    *TINY,
+    "trainer.total_steps=1500",
+    "trainer.eval_every=500",
+    "trainer.progress=none",
+    "macs.stage2_steps=40",
+    "macs.threshold_frac=0",
+    "macs.algo.learning_starts=20",
+    "macs.algo.batch_size=16",
+]
+
+
+def _sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "macs_exp",
+        "-m",
+        *SWEEP_BUDGET,
+        f"tracking.dir={tmp_path / 'outputs'}",
+        "tracking.experiment=sweeptest",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"expert.cache_dir={tmp_path / 'experts'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        *overrides,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def _client(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+
+
+def _runs(tmp_path: Path, role: str) -> list:  # type: ignore[type-arg]
+    client = _client(tmp_path)
+    experiment = client.get_experiment_by_name("sweeptest")
+    return list(client.search_runs([experiment.experiment_id], f"tags.role = '{role}'", max_results=100))
+
+
+@pytest.mark.slow
+def test_a_killed_job_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
+    """Four parallel jobs; the third is sent SIGTERM while it trains. It ends KILLED with its
+    traceback, the other three finish, the sweep's summary lists it, exits 1, and Table I
+    shows the hole."""
+    proc = _sweep(
+        tmp_path, "mode=baseline,joint", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    )
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if not (tmp_path / "outputs" / "mlflow.db").exists():
+            continue
+        try:
+            running = [r for r in _runs(tmp_path, "run") if r.info.status == "RUNNING"]
+        except Exception:  # the store may still be being created
+            continue
+        for run in running:
+            if run.data.tags.get("sweep_job") == "2":
+                os.kill(int(run.data.tags["pid"]), signal.SIGTERM)
+                killed = run.info.run_id
+    out, _ = proc.communicate(timeout=300)
+    assert killed is not None, out
+    assert proc.returncode == 1, out
+
+    runs = {r.data.tags["sweep_job"]: r for r in _runs(tmp_path, "run")}
+    assert {k: r.info.status for k, r in runs.items()} == {
+        "0": "FINISHED",
+        "1": "FINISHED",
+        "2": "KILLED",
+        "3": "FINISHED",
+    }
+    client = _client(tmp_path)
+    trace = Path(client.download_artifacts(killed, "traceback.txt", str(tmp_path / "dl"))).read_text()
+    assert "Terminated: received SIGTERM" in trace
+    # Every job is nested under the one parent run of the sweep, which records the failure.
+    (parent,) = _runs(tmp_path, "sweep")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
+    assert {r.data.tags["sweep_id"] for r in runs.values()} == {parent.data.tags["sweep_id"]}
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["sweep_jobs"] == "FINISHED=3 KILLED=1"
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "3 of 4 jobs finished" in summary
+    assert "| 2 | KILLED | mode=joint seed=0 " in summary
+
+    table = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "table1.py"),
+            "--experiment",
+            "sweeptest",
+            "--tracking-uri",
+            client.tracking_uri,
+            "--out-dir",
+            str(tmp_path / "tables"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=True,
+    )
+    with (tmp_path / "tables" / "sweeptest.csv").open() as f:
+        cells = {(row["row"], row["metric"]): row for row in csv.DictReader(f)}
+    joint = cells[("DDPG-J", "eval/ctr")]
+    assert (joint["n"], joint["expected"], joint["failed"], joint["status"]) == ("1", "2", "1", "partial")
+    assert cells[("DDPG", "eval/ctr")]["status"] == "complete"
+    assert "1 failed" in table.stdout
+
+
+def test_a_job_that_fails_before_training_still_leaves_a_failed_run(tmp_path: Path) -> None:
+    """A job whose data is missing fails before its run would open; in a sweep it is still
+    recorded (FAILED, with the fix in its traceback) and listed, and the other job finishes."""
+    proc = _sweep(tmp_path, "env=synthetic,ml100k", "mode=baseline", "trainer.total_steps=400")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    runs = {r.data.tags["env"]: r for r in _runs(tmp_path, "run")}
+    assert runs["synthetic"].info.status == "FINISHED"
+    failed = runs["ml100k"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["sweep_job"] == "1"
+    trace = Path(
+        _client(tmp_path).download_artifacts(failed.info.run_id, "traceback.txt", str(tmp_path / "dl"))
+    ).read_text()
+    assert "scripts/download_data.py ml100k" in trace
+    assert "| 1 | FAILED | env=ml100k" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_summary_closes_lost_runs_and_lists_jobs_that_never_started(mlflow_store) -> None:  # type: ignore[no-untyped-def]
+    """A job killed with SIGKILL leaves its run RUNNING; once the sweep is over the summary
+    closes it as FAILED ("lost"), and planned jobs without any run are listed as NOT STARTED."""
+    parent = mlflow_store.sweep("exp", "sw")
+    common = {"algo": "ddpg", "mode": "baseline", "env": "virtual_taobao", "sweep_id": "sw"}
+    done = mlflow_store.run("exp", seed=0, metrics={"eval/ctr": 0.25}, **common)
+    lost = mlflow_store.run("exp", seed=1, status="RUNNING", **common)
+    for job, run_id in enumerate((done, lost)):
+        mlflow_store.client.set_tag(run_id, "sweep_job", str(job))
+    tracking = TrackingConfig(
+        enabled=True, experiment="exp", dir=str(mlflow_store.root), uri=mlflow_store.uri, run_name=None
+    )
+    planned = [["seed=0"], ["seed=1"], ["seed=2"]]
+    rows = summarize(tracking, SweepContext("sw", parent), planned)
+    assert [(r["job"], r["status"], r["metric"]) for r in rows] == [
+        ("0", "FINISHED", "eval/ctr=0.25"),
+        ("1", "LOST", ""),
+        ("2", "NOT STARTED", ""),
+    ]
+    assert rows[2]["overrides"] == "seed=2"
+    assert mlflow_store.client.get_run(lost).info.status == "FAILED"
+    assert "| 2 | NOT STARTED | seed=2 |" in format_summary(rows)
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_in_memory_and_tracks_every_trial(tmp_path: Path) -> None:
+    proc = _sweep(
+        tmp_path,
+        "+search=lr",
+        "env=tiny_ratings",
+        "trainer.total_steps=300",
+        "trainer.eval_every=300",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+    )
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    runs = _runs(tmp_path, "run")
+    assert len(runs) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # Each trial's learning rates are the sampled ones, inside the search space.
+    rates = [float(r.data.params["algo.learning_rate"]) for r in runs]
+    assert all(1e-4 <= x <= 1e-2 for x in rates) and rates[0] != rates[1]
+    best = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(r.data.metrics["test/precision"] for r in runs))
+
+
+PRESET_JOBS = {
+    "smoke": 24,
+    "table1": 45,
+    "fig4": 60,
+    "fig5_hidden": 15,
+    "fig6_threshold": 20,
+}
+
+
+def _hydra_config(overrides: list[str]):  # type: ignore[no-untyped-def]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize(("preset", "jobs"), PRESET_JOBS.items())
+def test_presets_compose_and_plan_their_grid(preset: str, jobs: int) -> None:
+    cfg = _hydra_config([f"+experiment={preset}"])
+    assert cfg.tracking.experiment == preset
+    planned = _planned_jobs(cfg)
+    assert planned is not None and len(planned) == jobs
+    # Every swept value composes (a typo in a preset fails here, not hours into a sweep); one
+    # job per new value covers them all.
+    seen: set[str] = set()
+    for job in planned:
+        if set(job) <= seen:
+            continue
+        seen |= set(job)
+        assert compose_config(job).tracking.experiment == preset
+
+
+def test_preset_grids_are_the_papers() -> None:
+    table1 = _planned_jobs(_hydra_config(["+experiment=table1", "env=ml1m"]))
+    assert table1 is not None
+    assert {tuple(sorted(j)) for j in table1} >= {
+        ("+experiment=table1", "algo=sac", "env=ml1m", "mode=expert", "seed=4")
+    }
+    fig5 = compose_config(["+experiment=fig5_hidden", "macs.algo.net_arch=[64,64]"])
+    assert (fig5.algo.name, fig5.mode.name, fig5.env.name) == ("ddpg", "expert", "virtual_taobao")
+    assert list(fig5.macs.algo.net_arch) == [64, 64]
+    fig6 = _hydra_config(["+experiment=fig6_threshold"])
+    assert fig6.hydra.sweeper.params["macs.threshold_frac"] == "0.2,0.4,0.6,0.8"
+    assert compose_config(["+experiment=fig6_threshold"]).mode.name == "joint"
+    # The command line still chooses: a reference sweep into the Table I experiment.
+    cfg = _hydra_config(["+experiment=table1"])
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["+experiment=table1", "algo=random,popular", "mode=baseline"]
+    reference = _planned_jobs(cfg)
+    assert reference is not None and len(reference) == 10
+    assert {o for job in reference for o in job if o.startswith(("algo=", "mode="))} == {
+        "algo=random",
+        "algo=popular",
+        "mode=baseline",
+    }
+
+
+@pytest.mark.parametrize("search", ["lr", "hidden", "threshold"])
+def test_search_configs_use_optuna_in_memory(search: str) -> None:
+    cfg = _hydra_config([f"+search={search}"])
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.storage is None
+    assert sweeper.direction == "maximize"
+    assert sweeper.params
+    # The swept keys exist in the job config.
+    job = compose_config([f"+search={search}"])
+    for key in sweeper.params:
+        assert OmegaConf.select(job, key) is not None, key
+
+
+def test_launcher_configs_compose() -> None:
+    slurm = _hydra_config(["hydra/launcher=slurm"]).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.cpus_per_task, slurm.timeout_min, slurm.array_parallelism) == (1, 240, 256)
+    joblib = _hydra_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]).hydra.launcher
+    assert joblib._target_.endswith("JoblibLauncher") and joblib.n_jobs == 2
+    local = _hydra_config(["hydra/launcher=ray_local"]).hydra.launcher
+    assert local._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert local.ray.remote.num_cpus == 1 and local.ray.init.address is None
+    os.environ["RAY_ADDRESS"] = "ray://head:10001"
+    try:
+        cluster = _hydra_config(["hydra/launcher=ray_cluster"]).hydra.launcher
+        assert cluster.ray.init.address == "ray://head:10001"
+    finally:
+        del os.environ["RAY_ADDRESS"]
+
+
+def test_sweep_callback_is_registered() -> None:
+    callbacks = _hydra_config([]).hydra.callbacks
+    assert callbacks.sweep._target_ == "macs_exp.tracking.sweep.SweepCallback"
+
+
+def test_job_tags_nest_under_the_parent() -> None:
+    tags = SweepContext("sw-1", "parent123").job_tags(3, ["algo=sac", "seed=2"])
+    assert tags == {
+        "sweep_id": "sw-1",
+        "sweep_job": "3",
+        "sweep_overrides": "algo=sac seed=2",
+        "mlflow.parentRunId": "parent123",
+    }
+    assert "mlflow.parentRunId" not in SweepContext("sw-1", None).job_tags(0, [])

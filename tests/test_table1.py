@@ -1,0 +1,279 @@
+"""Table I from a store with known numbers: statistics, marks, holes and the script's outputs."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, MlflowStore
+from macs_exp.reports.runs import load_runs
+from macs_exp.reports.table1 import CSV_COLUMNS, build_table, to_latex, to_markdown, write_tables
+
+EXPERIMENT = "table1"
+SWEEP = "s1"
+
+
+def rating(recall: float) -> dict[str, float]:
+    return {"test/recall": recall, "test/precision": recall / 2, "test/accuracy": recall + 0.5}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
+    """ml100k has seeds 0-2, synthetic seeds 0-2 and virtual_taobao only seed 0. Shared by the
+    module because filling SQLite takes seconds; no test changes what the table reads."""
+    s = MlflowStore(tmp_path_factory.mktemp("store"))
+    s.sweep(EXPERIMENT, SWEEP)
+
+    def run(algo: str, mode: str, env: str, seed: int, metrics: dict | None = None, status: str = "FINISHED"):
+        s.run(
+            EXPERIMENT,
+            algo=algo,
+            mode=mode,
+            env=env,
+            seed=seed,
+            metrics=metrics,
+            status=status,
+            sweep_id=SWEEP,
+        )
+
+    for seed, recall in enumerate([0.1, 0.2, 0.3]):
+        run("ddpg", "baseline", "ml100k", seed, rating(recall))
+    run("ddpg", "expert", "ml100k", 0, rating(0.3))
+    run("ddpg", "expert", "ml100k", 1, rating(0.4))
+    run("ddpg", "expert", "ml100k", 2, rating(0.9))
+    time.sleep(0.01)  # start times have millisecond resolution; the rerun must be later
+    run("ddpg", "expert", "ml100k", 2, rating(0.5))
+    run("ddpg", "expert", "ml100k", 0, status="FAILED")  # a later failure does not undo a finished seed
+    run("ddpg", "joint", "ml100k", 0, rating(0.25))
+    run("ddpg", "joint", "ml100k", 1, rating(0.35))
+    run("ddpg", "joint", "ml100k", 2, status="FAILED")
+    for seed, recall in enumerate([0.2, 0.3, 0.4]):
+        run("sac", "baseline", "ml100k", seed, rating(recall))
+    run("sac", "expert", "ml100k", 0, status="RUNNING")
+    for seed in range(3):
+        run("td3", "baseline", "ml100k", seed, status="KILLED" if seed else "FAILED")
+        run("random", "baseline", "ml100k", seed, rating(0.01))
+    run("popular", "baseline", "ml100k", 0, rating(0.05))
+
+    for seed, (base, joint) in enumerate(zip([4.0, 5.0, 6.0], [1.0, 2.0, 3.0], strict=True)):
+        run("ddpg", "baseline", "synthetic", seed, {"eval/episode_reward": base})
+        run("ddpg", "joint", "synthetic", seed, {"eval/episode_reward": joint})
+    run("ddpg", "baseline", "virtual_taobao", 0, {"eval/ctr": 0.5, "eval/episode_reward": 7.0})
+    return s
+
+
+@pytest.fixture(scope="module")
+def table(store: MlflowStore) -> pd.DataFrame:
+    return build_table(load_runs(store.client, EXPERIMENT))
+
+
+def cell(table: pd.DataFrame, row: str, env: str, metric: str) -> pd.Series:
+    found = table[(table["row"] == row) & (table["env"] == env) & (table["metric"] == metric)]
+    assert len(found) == 1, (row, env, metric)
+    return found.iloc[0]
+
+
+def test_rows_and_columns_follow_the_paper_order(table: pd.DataFrame) -> None:
+    rows = list(dict.fromkeys(table["row"]))
+    assert rows == [
+        "DDPG",
+        "DDPG-E",
+        "DDPG-J",
+        "SAC",
+        "SAC-E",
+        "SAC-J",
+        "TD3",
+        "TD3-E",
+        "TD3-J",
+        "Random",
+        "Popular",
+    ]
+    columns = list(dict.fromkeys(zip(table["env"], table["metric"], strict=True)))
+    assert columns == [
+        ("ml100k", "test/recall"),
+        ("ml100k", "test/precision"),
+        ("ml100k", "test/accuracy"),
+        ("synthetic", "eval/episode_reward"),
+        ("virtual_taobao", "eval/ctr"),
+    ]
+
+
+def test_mean_and_sample_std_over_the_latest_finished_runs(table: pd.DataFrame) -> None:
+    base = cell(table, "DDPG", "ml100k", "test/recall")
+    assert (base["mean"], base["std"], base["n"], base["expected"]) == (
+        pytest.approx(0.2),
+        pytest.approx(0.1),
+        3,
+        3,
+    )
+    assert base["status"] == "complete"
+    # Seed 2's rerun (0.5) replaces its first run (0.9); seed 0's later failure changes nothing.
+    expert = cell(table, "DDPG-E", "ml100k", "test/recall")
+    assert (expert["mean"], expert["std"], expert["n"], expert["failed"]) == (
+        pytest.approx(0.4),
+        pytest.approx(0.1),
+        3,
+        0,
+    )
+    assert cell(table, "DDPG-E", "ml100k", "test/precision")["mean"] == pytest.approx(0.2)
+    popular = cell(table, "Popular", "ml100k", "test/recall")
+    assert (popular["mean"], popular["n"], popular["expected"], popular["status"]) == (0.05, 1, 3, "partial")
+    assert math.isnan(popular["std"])
+
+
+def test_holes_are_counted_per_cell(table: pd.DataFrame) -> None:
+    joint = cell(table, "DDPG-J", "ml100k", "test/recall")
+    assert (joint["n"], joint["failed"], joint["running"], joint["status"]) == (2, 1, 0, "partial")
+    td3 = cell(table, "TD3", "ml100k", "test/accuracy")
+    assert (td3["n"], td3["failed"], td3["status"]) == (0, 3, "failed")
+    sac_expert = cell(table, "SAC-E", "ml100k", "test/recall")
+    assert (sac_expert["n"], sac_expert["running"], sac_expert["status"]) == (0, 1, "running")
+    assert cell(table, "SAC-J", "ml100k", "test/recall")["status"] == "missing"
+    assert cell(table, "Random", "synthetic", "eval/episode_reward")["status"] == "missing"
+    taobao = cell(table, "DDPG", "virtual_taobao", "eval/ctr")
+    assert (taobao["mean"], taobao["n"], taobao["expected"], taobao["status"]) == (0.5, 1, 1, "complete")
+
+
+def test_best_and_tied_second_marks_per_column(table: pd.DataFrame) -> None:
+    recall = table[table["metric"] == "test/recall"].set_index("row")["mark"]
+    assert recall["DDPG-E"] == "best"
+    assert recall["DDPG-J"] == recall["SAC"] == "second"  # both have mean 0.3
+    assert set(recall.drop(["DDPG-E", "DDPG-J", "SAC"])) == {""}
+    reward = table[table["env"] == "synthetic"].set_index("row")["mark"]
+    assert (reward["DDPG"], reward["DDPG-J"]) == ("best", "second")
+
+
+def test_improvement_and_welch_p_value_against_the_baseline(table: pd.DataFrame) -> None:
+    joint = cell(table, "DDPG-J", "synthetic", "eval/episode_reward")
+    assert joint["improvement_pct"] == pytest.approx(-60.0)
+    # Welch's t-test of [1, 2, 3] against [4, 5, 6]: t = -3/sqrt(2/3), df = 4.
+    assert joint["p_value"] == pytest.approx(0.021311641128756723, rel=1e-12)
+    expert = cell(table, "DDPG-E", "ml100k", "test/recall")
+    assert expert["improvement_pct"] == pytest.approx(100.0)
+    assert expert["p_value"] == pytest.approx(0.07048399691021993, rel=1e-9)
+    assert math.isnan(cell(table, "DDPG", "ml100k", "test/recall")["improvement_pct"])
+
+
+def test_markdown_shows_numbers_marks_and_holes(table: pd.DataFrame) -> None:
+    lines = {
+        line.split(" | ")[0].strip("| "): line
+        for line in to_markdown(table).splitlines()
+        if line.startswith("|")
+    }
+    assert lines["Method"].startswith(
+        "| Method | ml100k Recall | ml100k Precision | ml100k Accuracy | synthetic Reward"
+    )
+    assert "| 0.2000 ± 0.1000 (n=3) |" in lines["DDPG"]
+    assert "| **0.4000 ± 0.1000** (n=3) +100.0% (p=0.070) |" in lines["DDPG-E"]
+    assert "| 0.3000 ± 0.0707* (n=2/3, 1 failed) +50.0% (p=0.285) |" in lines["DDPG-J"]
+    assert "| *2.00 ± 1.00* (n=3)" not in lines["DDPG-J"]
+    assert "| 2.00 ± 1.00* (n=3) -60.0% (p=0.021) |" in lines["DDPG-J"]
+    assert lines["SAC-E"].startswith(
+        "| SAC-E | running (1) | running (1) | running (1) | missing | missing |"
+    )
+    assert lines["TD3"].startswith("| TD3 | failed (3) | failed (3) | failed (3) | missing |")
+    assert "| 0.0500 ± – (n=1/3, 2 missing) |" in lines["Popular"]
+
+
+def test_latex_marks_and_escapes(table: pd.DataFrame) -> None:
+    tex = to_latex(table)
+    assert tex.startswith("\\begin{tabular}{lccccc}\n\\toprule\n")
+    assert (
+        "\\multicolumn{3}{c}{ml100k} & \\multicolumn{1}{c}{synthetic} & \\multicolumn{1}{c}{virtual\\_taobao}"
+        in tex
+    )
+    assert "DDPG-E & \\textbf{0.4000 $\\pm$ 0.1000} &" in tex
+    assert "2.00 $\\pm$ 1.00$^{*}$" in tex
+    assert "TD3 & -- & -- & -- & -- & -- \\\\" in tex
+    assert "\\bottomrule\n\\end{tabular}" in tex
+
+
+def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path) -> None:
+    paths = write_tables(table, tmp_path / "tables", "table1-s1", "Table I")
+    assert [p.name for p in paths] == ["table1-s1.md", "table1-s1.csv", "table1-s1.tex"]
+    csv = pd.read_csv(paths[1], keep_default_na=False)
+    assert tuple(csv.columns) == CSV_COLUMNS
+    assert len(csv) == 11 * 5
+    joint = csv[(csv["row"] == "DDPG-J") & (csv["metric"] == "test/recall")].iloc[0]
+    assert (joint["n"], joint["expected"], joint["failed"], joint["status"], joint["mark"]) == (
+        2,
+        3,
+        1,
+        "partial",
+        "second",
+    )
+    assert float(joint["improvement_pct"]) == pytest.approx(50.0)
+    td3 = csv[(csv["row"] == "TD3") & (csv["metric"] == "test/recall")].iloc[0]
+    assert (td3["mean"], td3["failed"], td3["status"], td3["mark"]) == ("", 3, "failed", "")
+    assert csv.loc[(csv["row"] == "SAC-J") & (csv["env"] == "ml100k"), "status"].tolist() == ["missing"] * 3
+    assert (
+        paths[0]
+        .read_text()
+        .rstrip()
+        .endswith("cells: 15 complete, 6 partial, 3 failed, 3 running, 28 missing")
+    )
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "scripts/table1.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, tmp_path: Path) -> None:
+    out = tmp_path / "tables"
+    proc = run_script("--experiment", EXPERIMENT, "--tracking-uri", store.uri, "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "## Table I: table1"
+    assert lines[-1] == "cells: 15 complete, 6 partial, 3 failed, 3 running, 28 missing"
+    assert any(line.startswith("| DDPG-E | **0.4000 ± 0.1000** (n=3) +100.0% (p=0.070) |") for line in lines)
+    assert sorted(p.name for p in out.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
+
+    parent = store.client.search_runs(
+        [store.client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.role = 'sweep'"
+    )[0].info.run_id
+    assert f"logged to tables/ of sweep parent run(s) {parent}" in lines
+    logged = sorted(a.path for a in store.client.list_artifacts(parent, "tables"))
+    assert logged == ["tables/table1.csv", "tables/table1.md", "tables/table1.tex"]
+
+
+def test_script_names_files_after_the_sweeps(store: MlflowStore, tmp_path: Path) -> None:
+    args = ["--experiment", EXPERIMENT, "--sweep-id", SWEEP, "--tracking-uri", store.uri, "--no-log"]
+    proc = run_script(*args, "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "table1-s1.md").is_file()
+    assert "logged" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sweep", "message"),
+    [("nope", [], "no MLflow experiment named 'nope'"), (EXPERIMENT, ["other"], "has no training runs")],
+)
+def test_script_exits_2_without_runs(
+    store: MlflowStore, tmp_path: Path, experiment: str, sweep: list[str], message: str
+) -> None:
+    sweep_args = [a for s in sweep for a in ("--sweep-id", s)]
+    proc = run_script(
+        "--experiment",
+        experiment,
+        *sweep_args,
+        "--tracking-uri",
+        store.uri,
+        "--out-dir",
+        str(tmp_path / "out"),
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "out").exists()
