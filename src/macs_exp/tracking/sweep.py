@@ -175,7 +175,8 @@ class SweepCallback(Callback):
         if self.context.parent_run_id is None:
             return 0
         self._closed = True
-        rows = summarize(self.tracking, self.context, self.planned)
+        # After an abort, jobs a cluster launcher submitted may still be running: leave them open.
+        rows = summarize(self.tracking, self.context, self.planned, close_lost=not aborted)
         table = format_summary(rows)
         failed = sum(row["status"] != "FINISHED" for row in rows)
         headline = f"sweep {self.context.sweep_id}: {len(rows) - failed} of {len(rows)} jobs finished"
@@ -198,16 +199,16 @@ class SweepCallback(Callback):
 
 
 def summarize(
-    tracking: TrackingConfig, sweep: SweepContext, planned: list[list[str]] | None
+    tracking: TrackingConfig, sweep: SweepContext, planned: list[list[str]] | None, close_lost: bool = True
 ) -> list[dict[str, str]]:
-    """One row per job: its runs' status (a run still open now that the sweep is over was
-    lost with its process, and is closed as FAILED), its key metric, and every planned job that
-    left no run at all as NOT STARTED."""
+    """One row per job: its run's status and key metric, and every planned job that left no run
+    at all as NOT STARTED. With ``close_lost`` (every job has returned), a run still open was
+    lost with its process (SIGKILL, the OOM killer): it is closed as FAILED and shown as LOST."""
     client = _client(tracking)
     by_job: dict[int, dict[str, str]] = {}
     for run in _job_runs(tracking, sweep.sweep_id):
         tags, status = run.data.tags, run.info.status
-        if status in _UNFINISHED:
+        if status in _UNFINISHED and close_lost:
             client.set_tag(run.info.run_id, "failure", "lost: its process ended without closing the run")
             client.set_terminated(run.info.run_id, "FAILED")
             status = "LOST"
