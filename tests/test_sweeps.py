@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, open_dict
 from conftest import REPO, TINY
 from macs_exp.app import CONF_DIR, compose_config
 from macs_exp.config import TrackingConfig
-from macs_exp.tracking.sweep import SweepContext, _planned_jobs, format_summary, summarize
+from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
 
 # Jobs small enough for a sweep test, yet long enough (a few seconds) to be killed mid-run.
 SWEEP_BUDGET = [
@@ -66,16 +66,19 @@ def _runs(tmp_path: Path, role: str) -> list:  # type: ignore[type-arg]
 
 
 @pytest.mark.slow
-def test_a_killed_job_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
-    """Four parallel jobs; the third is sent SIGTERM while it trains. It ends KILLED with its
-    traceback, the other three finish, the sweep's summary lists it, exits 1, and Table I
-    shows the hole."""
+def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
+    """Six jobs on two joblib workers. Job 1 is killed outright (SIGKILL, as the OOM killer does)
+    and job 3 is sent SIGTERM, both while they train. The SIGKILLed run is closed as FAILED and
+    lost, the SIGTERMed one is KILLED with its traceback; the worker pool survives, so every other
+    job, including those queued after the kills, finishes. The sweep's summary lists both, it
+    exits 1, and Table I shows the holes."""
     proc = _sweep(
-        tmp_path, "mode=baseline,joint", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        tmp_path, "mode=baseline,joint", "seed=0,1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
     )
-    killed = None
+    signals = {"1": signal.SIGKILL, "3": signal.SIGTERM}
+    killed: dict[str, str] = {}
     deadline = time.monotonic() + 240
-    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+    while len(killed) < len(signals) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
         if not (tmp_path / "outputs" / "mlflow.db").exists():
             continue
@@ -84,34 +87,39 @@ def test_a_killed_job_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
         except Exception:  # the store may still be being created
             continue
         for run in running:
+            job = run.data.tags.get("sweep_job", "")
             # Params are logged first thing inside the run's error handling: from then on a
             # SIGTERM is recorded.
-            if run.data.tags.get("sweep_job") == "2" and run.data.params:
-                os.kill(int(run.data.tags["pid"]), signal.SIGTERM)
-                killed = run.info.run_id
+            if job in signals and job not in killed and run.data.params:
+                os.kill(int(run.data.tags["pid"]), signals[job])
+                killed[job] = run.info.run_id
     out, _ = proc.communicate(timeout=300)
-    assert killed is not None, out
+    assert set(killed) == {"1", "3"}, out
     assert proc.returncode == 1, out
 
     runs = {r.data.tags["sweep_job"]: r for r in _runs(tmp_path, "run")}
     assert {k: r.info.status for k, r in runs.items()} == {
         "0": "FINISHED",
-        "1": "FINISHED",
-        "2": "KILLED",
-        "3": "FINISHED",
+        "1": "FAILED",
+        "2": "FINISHED",
+        "3": "KILLED",
+        "4": "FINISHED",
+        "5": "FINISHED",
     }
+    assert runs["1"].data.tags["failure"] == "lost: the job's process was killed by SIGKILL"
     client = _client(tmp_path)
-    trace = Path(client.download_artifacts(killed, "traceback.txt", str(tmp_path / "dl"))).read_text()
+    trace = Path(client.download_artifacts(killed["3"], "traceback.txt", str(tmp_path / "dl"))).read_text()
     assert "Terminated: received SIGTERM" in trace
-    # Every job is nested under the one parent run of the sweep, which records the failure.
+    # Every job is nested under the one parent run of the sweep, which records the failures.
     (parent,) = _runs(tmp_path, "sweep")
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
     assert {r.data.tags["sweep_id"] for r in runs.values()} == {parent.data.tags["sweep_id"]}
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["sweep_jobs"] == "FINISHED=3 KILLED=1"
+    assert parent.data.tags["sweep_jobs"] == "FAILED=1 FINISHED=4 KILLED=1"
     summary = (tmp_path / "sweep" / "summary.md").read_text()
-    assert "3 of 4 jobs finished" in summary
-    assert "| 2 | KILLED | mode=joint seed=0 " in summary
+    assert "4 of 6 jobs finished" in summary
+    assert "| 1 | FAILED | mode=baseline seed=1 |" in summary
+    assert "| 3 | KILLED | mode=joint seed=0 |" in summary
 
     table = subprocess.run(
         [
@@ -131,10 +139,10 @@ def test_a_killed_job_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
     )
     with (tmp_path / "tables" / "sweeptest.csv").open() as f:
         cells = {(row["row"], row["metric"]): row for row in csv.DictReader(f)}
-    joint = cells[("DDPG-J", "eval/ctr")]
-    assert (joint["n"], joint["expected"], joint["failed"], joint["status"]) == ("1", "2", "1", "partial")
-    assert cells[("DDPG", "eval/ctr")]["status"] == "complete"
-    assert "1 failed" in table.stdout
+    for row in ("DDPG", "DDPG-J"):
+        cell = cells[(row, "eval/ctr")]
+        assert (cell["n"], cell["expected"], cell["failed"], cell["status"]) == ("2", "3", "1", "partial")
+    assert "(n=2/3, 1 failed)" in table.stdout
 
 
 def test_a_job_that_fails_before_training_still_leaves_a_failed_run(tmp_path: Path) -> None:
@@ -306,3 +314,19 @@ def test_job_tags_nest_under_the_parent() -> None:
         "mlflow.parentRunId": "parent123",
     }
     assert "mlflow.parentRunId" not in SweepContext("sw-1", None).job_tags(0, [])
+
+
+def test_a_job_lost_before_its_run_opened_still_leaves_a_failed_run(mlflow_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tracking = TrackingConfig(
+        enabled=True, experiment="exp", dir=str(mlflow_store.root), uri=mlflow_store.uri, run_name=None
+    )
+    sweep = SweepContext("sw", mlflow_store.sweep("exp", "sw"))
+    tags = {"role": "run", "algo": "sac", "mode": "joint", "env": "synthetic", "seed": "4"}
+    close_lost_job(
+        tracking, sweep, 7, {**tags, **sweep.job_tags(7, ["seed=4"])}, "seed: 4\n", "killed by SIGKILL"
+    )
+    (run,) = mlflow_store.client.search_runs([mlflow_store.experiment("exp")], "tags.role = 'run'")
+    assert run.info.status == "FAILED"
+    assert (run.data.tags["sweep_job"], run.data.tags["seed"]) == ("7", "4")
+    trace = Path(mlflow_store.client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path)))
+    assert "JobLost: the job's process was killed by SIGKILL" in trace.read_text()

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -27,10 +21,7 @@ from macs_exp.config import (
     TrackingConfig,
     TrainerConfig,
 )
-from macs_exp.tracking.mlflow_tracker import Terminated
-from macs_exp.tracking.sweep import current_sweep, record_failed_job
-
-log = logging.getLogger("macs_exp")
+from macs_exp.tracking.sweep import current_sweep
 
 # The YAML groups live in the repository's top-level conf/ (src layout: two levels up).
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -68,46 +59,28 @@ register_configs()
 register_resolvers()
 
 
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turns SIGTERM into ``Terminated`` while a run trains, so that a killed job (``kill``, a
-    SLURM time limit) is recorded KILLED with its traceback instead of staying RUNNING forever."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(f"received {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
-    from macs_exp.trainer.run import run_experiment, run_tags
+    from macs_exp.trainer.job import run_sweep_job, sigterm_raises
+    from macs_exp.trainer.run import run_experiment
 
     hydra_cfg = HydraConfig.get()
     sweep = current_sweep()
-    tags = sweep.job_tags(hydra_cfg.job.num, hydra_cfg.overrides.task) if sweep else {}
-    try:
-        with _sigterm_raises():
-            result = run_experiment(cfg, hydra_cfg.runtime.output_dir, tags)
-    except Exception as exc:
-        if sweep is None:
-            raise
+    if sweep is not None:
         # In a sweep one job's failure is recorded, not raised: the others go on, and the
-        # sweep's summary (and exit code) reports it.
-        log.exception("job %d (%s) failed", hydra_cfg.job.num, " ".join(hydra_cfg.overrides.task))
-        tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
-        record_failed_job(
-            tracking, sweep, hydra_cfg.job.num, {**run_tags(cfg), **tags}, OmegaConf.to_yaml(cfg), exc
+        # sweep's summary (and exit code) reports it. Optuna counts the missing value as a failed
+        # trial (a NaN would make it abort the study).
+        logging_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
+        return run_sweep_job(
+            cfg,
+            hydra_cfg.runtime.output_dir,
+            sweep,
+            hydra_cfg.job.num,
+            sweep.job_tags(hydra_cfg.job.num, hydra_cfg.overrides.task),
+            logging_config if isinstance(logging_config, dict) else None,  # type: ignore[arg-type]
         )
-        # No value: Optuna records the trial as FAILED (a NaN would make it abort the study).
-        return None
+    with sigterm_raises():
+        result = run_experiment(cfg, hydra_cfg.runtime.output_dir)
     # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric.
     return result.final_eval.get(result.key_metric)
 

@@ -72,6 +72,33 @@ def record_failed_job(
         pass
 
 
+class JobLost(Exception):
+    """A job's process died without a word (SIGKILL, the OOM killer)."""
+
+
+def close_lost_job(
+    cfg: TrackingConfig,
+    sweep: SweepContext,
+    job_num: int,
+    tags: Mapping[str, str],
+    config_yaml: str,
+    why: str,
+) -> None:
+    """Closes the run of a job whose process died as FAILED, saying why; a job that died before
+    opening its run gets a FAILED run of its own, so that it is counted like any failure."""
+    if not cfg.enabled:
+        return
+    runs = _job_runs(cfg, sweep.sweep_id, job_num)
+    if not runs:
+        record_failed_job(cfg, sweep, job_num, tags, config_yaml, JobLost(f"the job's process was {why}"))
+        return
+    client = _client(cfg)
+    for run in runs:
+        if run.info.status in _UNFINISHED:
+            client.set_tag(run.info.run_id, "failure", f"lost: the job's process was {why}")
+            client.set_terminated(run.info.run_id, "FAILED")
+
+
 def _client(cfg: TrackingConfig):  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 
