@@ -330,3 +330,57 @@ def test_a_job_lost_before_its_run_opened_still_leaves_a_failed_run(mlflow_store
     assert (run.data.tags["sweep_job"], run.data.tags["seed"]) == ("7", "4")
     trace = Path(mlflow_store.client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path)))
     assert "JobLost: the job's process was killed by SIGKILL" in trace.read_text()
+
+
+@pytest.mark.slow
+def test_parallel_expert_jobs_train_one_expert_and_share_it(tmp_path: Path) -> None:
+    proc = _sweep(
+        tmp_path,
+        "mode=expert",
+        "seed=0,1",
+        "trainer.total_steps=400",
+        "expert.total_steps=600",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    (expert,) = _runs(tmp_path, "expert")
+    jobs = _runs(tmp_path, "run")
+    assert len(jobs) == 2
+    # Both ran at once; the second waited on the lock and reused what the first trained.
+    assert {r.data.tags["expert_run_id"] for r in jobs} == {expert.info.run_id}
+    assert sorted(r.data.tags["expert_cached"] for r in jobs) == ["false", "true"]
+    assert len(list((tmp_path / "experts").glob("*/expert.pt"))) == 1
+
+
+def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "macs_exp",
+        *TINY,
+        "trainer.total_steps=200000",
+        f"tracking.dir={tmp_path / 'outputs'}",
+        "tracking.experiment=sweeptest",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "mode=baseline",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 120
+    run = None
+    while run is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            run = next((r for r in _runs(tmp_path, "run") if r.data.params), None)
+        except Exception:  # the store may still be being created
+            continue
+    assert run is not None
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Terminated: received SIGTERM" in out
+    assert _client(tmp_path).get_run(run.info.run_id).info.status == "KILLED"
