@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ TINY = [
     "algo.batch_size=32",
     "algo.buffer_size=10000",
 ]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python scripts/<name> <args>`` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, MlflowStore
+from conftest import MlflowStore, run_script
 from macs_exp.reports.curves import CurvesError, aggregate, fetch_histories, finals, write_figures
 from macs_exp.reports.runs import load_runs
 
@@ -212,21 +210,12 @@ def test_sweep_figures_draw_curves_and_final_values(
     assert final["n"].tolist() == [2, 2, 2]
 
 
-def script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "scripts/plot_curves.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_script_writes_prints_and_logs_the_figures(mlflow_store: MlflowStore, tmp_path: Path) -> None:
     parent = fill_fig4(mlflow_store)
     out = tmp_path / "figures"
-    proc = script("--experiment", "fig4", "--tracking-uri", mlflow_store.uri, "--out-dir", str(out))
+    proc = run_script(
+        "plot_curves.py", "--experiment", "fig4", "--tracking-uri", mlflow_store.uri, "--out-dir", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     paths = [out / "fig4-fig4-ml100k.png", out / "fig4-fig4-virtual_taobao.png"]
     for path in paths:
@@ -246,12 +235,12 @@ def test_script_exits_2_for_an_unknown_experiment_or_a_missing_param(
 ) -> None:
     fill_fig4(mlflow_store)
     common = ["--tracking-uri", mlflow_store.uri, "--out-dir", str(tmp_path), "--no-log"]
-    unknown = script("--experiment", "nope", *common)
+    unknown = run_script("plot_curves.py", "--experiment", "nope", *common)
     assert unknown.returncode == 2
     assert "no MLflow experiment named 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
 
     # The fig4 experiment's joint run has no macs.threshold_frac param.
-    no_param = script("--experiment", "fig4", "--figure", "fig6", *common)
+    no_param = run_script("plot_curves.py", "--experiment", "fig4", "--figure", "fig6", *common)
     assert no_param.returncode == 2
     assert "Traceback" not in no_param.stderr
     assert "macs.threshold_frac" in no_param.stderr and "+experiment=fig6_threshold" in no_param.stderr

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_script
 from macs_exp.app import CONF_DIR, compose_config
 from macs_exp.config import TrackingConfig
 from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
@@ -57,6 +57,10 @@ def _client(tmp_path: Path):  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+
+
+def _tracking(store) -> TrackingConfig:  # type: ignore[no-untyped-def]
+    return TrackingConfig(enabled=True, experiment="exp", dir=str(store.root), uri=store.uri, run_name=None)
 
 
 def _runs(tmp_path: Path, role: str) -> list:  # type: ignore[type-arg]
@@ -121,22 +125,16 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
     assert "| 1 | FAILED | mode=baseline seed=1 |" in summary
     assert "| 3 | KILLED | mode=joint seed=0 |" in summary
 
-    table = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "table1.py"),
-            "--experiment",
-            "sweeptest",
-            "--tracking-uri",
-            client.tracking_uri,
-            "--out-dir",
-            str(tmp_path / "tables"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        check=True,
+    table = run_script(
+        "table1.py",
+        "--experiment",
+        "sweeptest",
+        "--tracking-uri",
+        client.tracking_uri,
+        "--out-dir",
+        str(tmp_path / "tables"),
     )
+    assert table.returncode == 0, table.stderr
     with (tmp_path / "tables" / "sweeptest.csv").open() as f:
         cells = {(row["row"], row["metric"]): row for row in csv.DictReader(f)}
     for row in ("DDPG", "DDPG-J"):
@@ -172,9 +170,7 @@ def test_summary_closes_lost_runs_and_lists_jobs_that_never_started(mlflow_store
     lost = mlflow_store.run("exp", seed=1, status="RUNNING", **common)
     for job, run_id in enumerate((done, lost)):
         mlflow_store.client.set_tag(run_id, "sweep_job", str(job))
-    tracking = TrackingConfig(
-        enabled=True, experiment="exp", dir=str(mlflow_store.root), uri=mlflow_store.uri, run_name=None
-    )
+    tracking = _tracking(mlflow_store)
     planned = [["seed=0"], ["seed=1"], ["seed=2"]]
     # After an abort, a cluster job may still be running: it is reported, not closed.
     aborted = summarize(tracking, SweepContext("sw", parent), planned, close_lost=False)
@@ -317,9 +313,7 @@ def test_job_tags_nest_under_the_parent() -> None:
 
 
 def test_a_job_lost_before_its_run_opened_still_leaves_a_failed_run(mlflow_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tracking = TrackingConfig(
-        enabled=True, experiment="exp", dir=str(mlflow_store.root), uri=mlflow_store.uri, run_name=None
-    )
+    tracking = _tracking(mlflow_store)
     sweep = SweepContext("sw", mlflow_store.sweep("exp", "sw"))
     tags = {"role": "run", "algo": "sac", "mode": "joint", "env": "synthetic", "seed": "4"}
     close_lost_job(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, MlflowStore
+from conftest import MlflowStore, run_script
 from macs_exp.reports.runs import load_runs
 from macs_exp.reports.table1 import CSV_COLUMNS, build_table, to_latex, to_markdown, write_tables
 
@@ -220,20 +218,11 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
     )
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "scripts/table1.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, tmp_path: Path) -> None:
     out = tmp_path / "tables"
-    proc = run_script("--experiment", EXPERIMENT, "--tracking-uri", store.uri, "--out-dir", str(out))
+    proc = run_script(
+        "table1.py", "--experiment", EXPERIMENT, "--tracking-uri", store.uri, "--out-dir", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "## Table I: table1"
@@ -251,7 +240,7 @@ def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, t
 
 def test_script_names_files_after_the_sweeps(store: MlflowStore, tmp_path: Path) -> None:
     args = ["--experiment", EXPERIMENT, "--sweep-id", SWEEP, "--tracking-uri", store.uri, "--no-log"]
-    proc = run_script(*args, "--out-dir", str(tmp_path))
+    proc = run_script("table1.py", *args, "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "table1-s1.md").is_file()
     assert "logged" not in proc.stdout
@@ -266,6 +255,7 @@ def test_script_exits_2_without_runs(
 ) -> None:
     sweep_args = [a for s in sweep for a in ("--sweep-id", s)]
     proc = run_script(
+        "table1.py",
         "--experiment",
         experiment,
         *sweep_args,
