@@ -3,9 +3,11 @@ preset configs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,6 +65,29 @@ def _tracking(store) -> TrackingConfig:  # type: ignore[no-untyped-def]
     return TrackingConfig(enabled=True, experiment="exp", dir=str(store.root), uri=store.uri, run_name=None)
 
 
+# RUNNING runs that have logged their params (so they are inside the run's error handling):
+# (run id, sweep_job or None, pid).
+_RUNNING_SQL = """
+SELECT r.run_uuid, job.value, pid.value FROM runs r
+JOIN tags pid ON pid.run_uuid = r.run_uuid AND pid.key = 'pid'
+LEFT JOIN tags job ON job.run_uuid = r.run_uuid AND job.key = 'sweep_job'
+WHERE r.status = 'RUNNING' AND EXISTS (SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid)
+"""
+
+
+def _running(tmp_path: Path) -> list[tuple[str, str | None, str]]:
+    """Read straight from SQLite, read-only: an MLflow client would create or migrate the store
+    while the sweep is creating it, and corrupt it."""
+    db = tmp_path / "outputs" / "mlflow.db"
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            return con.execute(_RUNNING_SQL).fetchall()
+    except sqlite3.Error:
+        return []
+
+
 def _runs(tmp_path: Path, role: str) -> list:  # type: ignore[type-arg]
     client = _client(tmp_path)
     experiment = client.get_experiment_by_name("sweeptest")
@@ -84,19 +109,10 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
     deadline = time.monotonic() + 240
     while len(killed) < len(signals) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        if not (tmp_path / "outputs" / "mlflow.db").exists():
-            continue
-        try:
-            running = [r for r in _runs(tmp_path, "run") if r.info.status == "RUNNING"]
-        except Exception:  # the store may still be being created
-            continue
-        for run in running:
-            job = run.data.tags.get("sweep_job", "")
-            # Params are logged first thing inside the run's error handling: from then on a
-            # SIGTERM is recorded.
-            if job in signals and job not in killed and run.data.params:
-                os.kill(int(run.data.tags["pid"]), signals[job])
-                killed[job] = run.info.run_id
+        for run_id, job, pid in _running(tmp_path):
+            if job in signals and job not in killed:
+                os.kill(int(pid), signals[job])
+                killed[job] = run_id
     out, _ = proc.communicate(timeout=300)
     assert set(killed) == {"1", "3"}, out
     assert proc.returncode == 1, out
@@ -365,16 +381,26 @@ def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
         args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     deadline = time.monotonic() + 120
-    run = None
-    while run is None and proc.poll() is None and time.monotonic() < deadline:
+    running: list[tuple[str, str | None, str]] = []
+    while not running and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        try:
-            run = next((r for r in _runs(tmp_path, "run") if r.data.params), None)
-        except Exception:  # the store may still be being created
-            continue
-    assert run is not None
+        running = _running(tmp_path)
+    assert running, proc.communicate()[0]
+    ((run_id, _, pid),) = running
+    assert int(pid) == proc.pid
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "Terminated: received SIGTERM" in out
-    assert _client(tmp_path).get_run(run.info.run_id).info.status == "KILLED"
+    assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_sweep_without_a_usable_store_stops_before_any_job(tmp_path: Path) -> None:
+    """Hydra only warns when a callback raises; the sweep must not launch jobs that would each
+    race to create the store."""
+    (tmp_path / "file").write_text("")
+    proc = _sweep(tmp_path, "seed=0,1", f"tracking.uri=sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "cannot open the MLflow store" in out and "tracking.enabled=false" in out
+    assert not list((tmp_path / "sweep").glob("*/config.yaml"))

@@ -157,20 +157,35 @@ class SweepCallback(Callback):
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         parent = None
         if tracking.enabled:
-            client = _client(tracking)
-            experiment_id = ensure_experiment(tracking)
-            tags = {
-                "role": "sweep",
-                "sweep_id": sweep_id,
-                "sweep_dir": self.sweep_dir,
-                "sweep_overrides": " ".join(config.hydra.overrides.task),
-                "sweep_jobs_planned": "" if self.planned is None else str(len(self.planned)),
-            }
-            parent = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags).info.run_id
+            try:
+                parent = self._open_parent(config, tracking, sweep_id)
+            except Exception as err:
+                # Hydra only warns about a callback's exception and would launch the jobs anyway,
+                # each racing to create the store: stop here instead.
+                log.error(
+                    "sweep: cannot open the MLflow store %s (%s: %s); fix tracking.uri / tracking.dir, "
+                    "or run with tracking.enabled=false",
+                    tracking_uri(tracking),
+                    type(err).__name__,
+                    err,
+                )
+                raise SystemExit(2) from err
             atexit.register(self._close, aborted=True)
         self.context = SweepContext(sweep_id, parent)
         planned = "" if self.planned is None else f", {len(self.planned)} jobs"
         log.info("sweep %s%s: MLflow parent run %s, outputs in %s", sweep_id, planned, parent, self.sweep_dir)
+
+    def _open_parent(self, config: DictConfig, tracking: TrackingConfig, sweep_id: str) -> str:
+        client = _client(tracking)
+        experiment_id = ensure_experiment(tracking)
+        tags = {
+            "role": "sweep",
+            "sweep_id": sweep_id,
+            "sweep_dir": self.sweep_dir,
+            "sweep_overrides": " ".join(config.hydra.overrides.task),
+            "sweep_jobs_planned": "" if self.planned is None else str(len(self.planned)),
+        }
+        return str(client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags).info.run_id)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _current
