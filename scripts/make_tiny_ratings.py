@@ -1,9 +1,9 @@
 """Generates the tiny rating dataset that ships with the package (env=tiny_ratings).
 
 It is synthetic, made here from a seeded latent-factor model, so it can be redistributed, unlike
-MovieLens. It has the ML-100k layout (``u.data``: user, item, rating 1-5, timestamp, tab-separated)
-and enough structure for a policy to beat random: users like items whose factors align with theirs,
-and popular items are rated more often.
+MovieLens. It is a table (``ratings.tsv.gz``: user, item, rating 1-5, timestamp, tab-separated, no
+header) with enough structure for a policy to beat random: users like items whose factors align
+with theirs, and popular items are rated more often.
 
     python scripts/make_tiny_ratings.py --dest src/macs_exp/data/assets/tiny-ratings
 """
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = generate(args.users, args.items, args.per_user, args.factors, args.seed)
     args.dest.mkdir(parents=True, exist_ok=True)
-    path = args.dest / "u.data.gz"
+    path = args.dest / "ratings.tsv.gz"
     # mtime=0 keeps the archive byte-identical from run to run.
     with gzip.GzipFile(path, "wb", mtime=0) as f:
         f.write(("\n".join(lines) + "\n").encode())

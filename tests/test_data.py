@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import REPO, run_script
 from macs_exp.config import DataConfig, RatingEnvConfig, TableConfig
 from macs_exp.data import DataError, RatingData, load_rating_data, read_ratings, resolve_source
 from macs_exp.data.preprocess import item_factors
@@ -494,3 +495,11 @@ def test_composed_yaml_configs_load(tmp_path: Path) -> None:
         assert (env_cfg_.format, env_cfg_.data_dir, env_cfg_.positive_threshold) == (fmt, data_dir, threshold)
         assert env_cfg_.min_user_ratings == env_cfg_.min_item_ratings == min_ratings
         assert (env_cfg_.test_fraction, env_cfg_.embedding_dim, env_cfg_.keep_implicit) == (0.2, 32, False)
+
+
+def test_the_shipped_tiny_dataset_is_what_its_script_makes(tmp_path: Path) -> None:
+    """The tiny dataset is synthetic and reproducible: its generator rebuilds it byte for byte."""
+    proc = run_script("make_tiny_ratings.py", "--dest", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    shipped = REPO / "src" / "macs_exp" / "data" / "assets" / "tiny-ratings" / "ratings.tsv.gz"
+    assert (tmp_path / "ratings.tsv.gz").read_bytes() == shipped.read_bytes()
