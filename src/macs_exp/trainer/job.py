@@ -94,11 +94,13 @@ def run_sweep_job(
     child.start()
     sender.close()
     try:
-        outcome = receiver.recv()
+        with sigterm_raises():
+            outcome = receiver.recv()
     except EOFError:
         outcome = None
     except BaseException:
-        # SIGTERM or Ctrl-C reached this process: stop the child, which records its run KILLED.
+        # SIGTERM or Ctrl-C reached this process: stop the child (which records its run KILLED)
+        # rather than leave it training as an orphan, then stop as asked.
         child.terminate()
         child.join()
         raise
