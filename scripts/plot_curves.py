@@ -20,7 +20,7 @@ from macs_exp.reports.curves import FIGURES, CurvesError, write_figures
 from macs_exp.reports.runs import (
     add_selection_args,
     default_tracking_uri,
-    load_runs,
+    load_selection,
     log_to_sweeps,
     open_client,
 )
@@ -41,9 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     client = open_client(args.tracking_uri or default_tracking_uri())
-    # Only load_runs's LookupError means "unknown experiment"; a KeyError from a bug must not.
+    # Only the selection's LookupError means "nothing to read"; a KeyError from a bug must not.
     try:
-        runs = load_runs(client, args.experiment, args.sweep_ids)
+        runs = load_selection(client, args.experiment, args.sweep_ids)
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,10 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from macs_exp.reports.runs import add_selection_args, default_tracking_uri, log_to_sweeps, open_client
+from macs_exp.reports.runs import (
+    add_selection_args,
+    default_tracking_uri,
+    load_selection,
+    log_to_sweeps,
+    open_client,
+)
 from macs_exp.reports.table1 import (
     build_table,
-    load_selection,
     output_stem,
     summary_line,
     to_markdown,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from macs_exp.tracking.mlflow_tracker import search_all
+
 ROLE_RUN = "run"
 ROLE_EXPERT = "expert"
 ROLE_SWEEP = "sweep"
@@ -47,18 +49,6 @@ def _experiment_id(client, experiment: str) -> str:  # type: ignore[no-untyped-d
     return found.experiment_id
 
 
-def _search(client, experiment_id: str, role: str) -> Iterable:  # type: ignore[no-untyped-def]
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string=f"tags.role = '{role}'", max_results=10_000, page_token=token
-        )
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
 def load_runs(
     client,  # type: ignore[no-untyped-def]
     experiment: str,
@@ -72,7 +62,7 @@ def load_runs(
     means. ``seed`` is an int, times are pandas timestamps (UTC), a missing sweep is ``""``.
     """
     rows = []
-    for run in _search(client, _experiment_id(client, experiment), ROLE_RUN):
+    for run in search_all(client, _experiment_id(client, experiment), f"tags.role = '{ROLE_RUN}'"):
         tags = run.data.tags
         sweep_id = tags.get("sweep_id", "")
         if sweep_ids is not None and sweep_id not in sweep_ids:
@@ -95,6 +85,20 @@ def load_runs(
     return frame.sort_values(["start_time", "run_id"], ignore_index=True) if rows else frame
 
 
+def load_selection(client, experiment: str, sweep_ids: Sequence[str] | None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """``load_runs``, but an empty selection is an error too: a table of nothing but holes
+    would only hide a wrong ``--experiment`` or ``--sweep-id``."""
+    frame = load_runs(client, experiment, sweep_ids)
+    if frame.empty:
+        where = f"sweeps {list(sweep_ids)}" if sweep_ids else "any sweep or outside one"
+        known = sorted(set(load_sweeps(client, experiment)["sweep_id"]))
+        raise LookupError(
+            f"experiment {experiment!r} in {client.tracking_uri} has no training runs (tag role=run) "
+            f"in {where}; its sweeps are {known}"
+        )
+    return frame
+
+
 def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """The sweeps' parent runs (``role=sweep``) of ``experiment``, oldest first."""
     rows = [
@@ -105,7 +109,7 @@ def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-unt
             "start_time": _time(run.info.start_time),
             "end_time": _time(run.info.end_time),
         }
-        for run in _search(client, _experiment_id(client, experiment), ROLE_SWEEP)
+        for run in search_all(client, _experiment_id(client, experiment), f"tags.role = '{ROLE_SWEEP}'")
     ]
     frame = pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
     return frame.sort_values(["start_time", "run_id"], ignore_index=True)

@@ -21,8 +21,6 @@ from macs_exp.reports.runs import (
     ALGO_ORDER,
     MODE_ORDER,
     REFERENCE_ALGOS,
-    load_runs,
-    load_sweeps,
     ordered,
     row_label,
 )
@@ -64,20 +62,6 @@ RATING_METRICS = (
 CTR = Metric("eval/ctr", "CTR", 4)
 REWARD = Metric("eval/episode_reward", "Reward", 2)
 METRICS = {m.key: m for m in (*RATING_METRICS, CTR, REWARD)}
-
-
-def load_selection(client, experiment: str, sweep_ids: Sequence[str] | None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    """``load_runs``, but an empty selection is an error too: a table of nothing but holes
-    would only hide a wrong ``--experiment`` or ``--sweep-id``."""
-    frame = load_runs(client, experiment, sweep_ids)
-    if frame.empty:
-        where = f"sweeps {list(sweep_ids)}" if sweep_ids else "any sweep or outside one"
-        known = sorted(set(load_sweeps(client, experiment)["sweep_id"]))
-        raise LookupError(
-            f"experiment {experiment!r} in {client.tracking_uri} has no training runs (tag role=run) "
-            f"in {where}; its sweeps are {known}"
-        )
-    return frame
 
 
 def _metrics_for(runs: pd.DataFrame) -> tuple[Metric, ...]:

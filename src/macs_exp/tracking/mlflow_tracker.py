@@ -171,6 +171,17 @@ def tracked_run(
     tracker.end("FINISHED")
 
 
+def search_all(client: Any, experiment_id: str, filter_string: str) -> Iterator[Any]:
+    """Every run matching ``filter_string``, across MLflow's result pages."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=10_000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> ``{"a.b.c": "value"}``, the form MLflow params take."""
     flat: dict[str, str] = {}

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp.config import TrackingConfig
-from macs_exp.tracking.mlflow_tracker import ensure_experiment, tracked_run, tracking_uri
+from macs_exp.tracking.mlflow_tracker import ensure_experiment, search_all, tracked_run, tracking_uri
 
 log = logging.getLogger("macs_exp")
 
@@ -113,13 +113,7 @@ def _job_runs(cfg: TrackingConfig, sweep_id: str, job_num: int | None = None) ->
     query = f"tags.sweep_id = '{sweep_id}' and tags.role = 'run'"
     if job_num is not None:
         query += f" and tags.sweep_job = '{job_num}'"
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment.experiment_id], query, max_results=10_000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
+    return list(search_all(client, experiment.experiment_id, query))
 
 
 def _planned_jobs(config: DictConfig) -> list[list[str]] | None:
