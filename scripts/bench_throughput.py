@@ -31,7 +31,7 @@ from macs_exp.app import compose_config
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.envs.virtual_taobao import VirtualTaobaoEnv, VirtualTaobaoVecEnv
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 ALGOS = ("ddpg", "sac", "td3")
 

@@ -14,7 +14,7 @@ import logging
 import tempfile
 
 from macs_exp.app import compose_config
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 # rl-baselines3-zoo's Pendulum-v1 entries; everything not listed is SB3's default.
 ZOO = {

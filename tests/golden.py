@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from macs_exp.app import compose_config
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 ALGOS = ("ddpg", "sac", "td3")
 MODES = ("baseline", "expert", "joint", "random_mask")

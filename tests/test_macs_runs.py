@@ -16,7 +16,7 @@ from macs_exp.app import compose_config
 from macs_exp.envs.base import env_info
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.macs import Synthesizer
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 # Small budgets that still run stage 2 (a zero threshold is reached once 3 episodes end).
 TINY_MACS = [

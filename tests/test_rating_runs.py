@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from macs_exp.app import compose_config
 from macs_exp.data import DataError
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 TABLE_I = {
     "test/precision",

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from macs_exp.agents.base import OffPolicyAgent
 from macs_exp.app import compose_config
-from macs_exp.trainer import run_experiment
+from macs_exp.trainer.run import run_experiment
 
 REQUIRED_METRICS = {
     "train/episode_reward",

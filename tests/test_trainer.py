@@ -14,7 +14,8 @@ from macs_exp.config import EnvConfig
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.envs.gym_batched import GymBatchedEnv
 from macs_exp.metrics import EpisodeStats, ctr
-from macs_exp.trainer import evaluate, run_experiment
+from macs_exp.trainer.run import run_experiment
+from macs_exp.trainer.trainer import evaluate
 
 
 def test_ctr_is_pooled_clicks_over_items_shown() -> None:

@@ -4,48 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from macs_exp.config import (
-    ALGO_SCHEMAS,
-    MODE_SCHEMAS,
-    Config,
-    DataConfig,
-    EnvConfig,
-    ExpertConfig,
-    MacsConfig,
-    RatingEnvConfig,
-    TrackingConfig,
-    TrainerConfig,
-)
+from macs_exp.config import register_schemas, to_config
+from macs_exp.paths import ASSETS_DIR, CONF_DIR
+from macs_exp.schema import UserError
 from macs_exp.tracking.sweep import current_sweep
-
-# The YAML groups live in the repository's top-level conf/ (src layout: two levels up).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-ASSETS_DIR = Path(__file__).resolve().parent / "data" / "assets"
-
-
-def register_configs() -> None:
-    """Exposes the schemas to the YAML defaults lists as ``/schema/<group>/<name>``.
-
-    They live outside the real groups so that ``algo=...`` offers only runnable options.
-    """
-    cs = ConfigStore.instance()
-    cs.store(group="schema", name="config", node=Config)
-    for name, schema in ALGO_SCHEMAS.items():
-        cs.store(group="schema/algo", name=name, node=schema)
-    for name, schema in MODE_SCHEMAS.items():
-        cs.store(group="schema/mode", name=name, node=schema)
-    cs.store(group="schema/env", name="env", node=EnvConfig)
-    cs.store(group="schema/env", name="rating", node=RatingEnvConfig)
-    cs.store(group="schema/macs", name="macs", node=MacsConfig)
-    cs.store(group="schema/expert", name="expert", node=ExpertConfig)
-    cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
-    cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
 
 
 def register_resolvers() -> None:
@@ -55,13 +23,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("macs_asset", lambda name: str(ASSETS_DIR / name))
 
 
-register_configs()
+register_schemas()
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
     from macs_exp.trainer.job import run_sweep_job, sigterm_raises
+    from macs_exp.trainer.process import configure_torch
     from macs_exp.trainer.run import run_experiment
 
     hydra_cfg = HydraConfig.get()
@@ -79,8 +48,14 @@ def _main(cfg: DictConfig) -> float | None:
             sweep.job_tags(hydra_cfg.job.num, hydra_cfg.overrides.task),
             logging_config if isinstance(logging_config, dict) else None,  # type: ignore[arg-type]
         )
-    with sigterm_raises():
-        result = run_experiment(cfg, hydra_cfg.runtime.output_dir)
+    try:
+        configure_torch(to_config(cfg).trainer.torch_threads)
+        with sigterm_raises():
+            result = run_experiment(cfg, hydra_cfg.runtime.output_dir)
+    except UserError as err:
+        # A mistake the user can fix: the message says which and how; a traceback would bury it.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric.
     return result.final_eval.get(result.key_metric)
 

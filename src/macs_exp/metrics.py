@@ -7,12 +7,24 @@ proportion to the pages they show.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from macs_exp.data.dataset import RatingData
+
+# The metric that ranks the runs of an env (best checkpoint, sweep summaries, curves, Optuna),
+# the first of these a run logs: precision on the offline datasets (Table I), CTR where the env
+# shows pages of items (VirtualTaobao), the episode reward anywhere else.
+KEY_METRICS = ("test/precision", "eval/ctr", "eval/episode_reward")
+
+
+def key_metric(logged: Iterable[str]) -> str:
+    """The key metric among the metric names ``logged`` (an evaluation's, a run's)."""
+    present = set(logged)
+    return next((k for k in KEY_METRICS if k in present), KEY_METRICS[-1])
 
 
 def ctr(clicks: float, pages: float, items_per_page: int) -> float:

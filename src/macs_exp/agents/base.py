@@ -1,9 +1,8 @@
-"""The agent protocol and the machinery every off-policy actor-critic shares.
+"""The machinery every off-policy actor-critic shares: its hyperparameter schema, a replay
+buffer, SB3's update schedule, acting, learning and checkpoints.
 
-The trainer (and the MACS synthesis policy) talk to every algorithm through ``Agent``:
-act on a batch of observations, store a batch of transitions, update, save and load.
-Observations and actions are torch tensors with a leading batch dimension; actions are in
-the environment's units, while the networks and the buffer work in [-1, 1].
+Subclasses define the networks, ``_policy`` and ``_train_step``. The networks and the buffer
+work in [-1, 1]; actions going in and out of the agent are in the env's units.
 """
 
 from __future__ import annotations
@@ -11,48 +10,54 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import gymnasium as gym
 import torch
+from omegaconf import MISSING
 from torch import nn
 from torch.optim.adam import adam
 
 from macs_exp.agents.buffer import Batch, ReplayBuffer
-from macs_exp.config import AlgoConfig
+from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
+from macs_exp.agents.schedule import UpdateSchedule
+from macs_exp.schema import Rules, check
 
 
-@runtime_checkable
-class Agent(Protocol):
-    name: str
-    buffer: ReplayBuffer
+@dataclass
+class OffPolicyConfig(AgentConfig):
+    """Hyperparameters shared by the off-policy actor-critic agents (SB3 names)."""
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+    # SB3's single ``learning_rate`` drives the critic (and SAC's entropy coefficient);
+    # the paper trains the actor with its own, smaller rate.
+    learning_rate: float = MISSING
+    actor_learning_rate: float = MISSING
+    buffer_size: int = MISSING
+    learning_starts: int = MISSING
+    batch_size: int = MISSING
+    tau: float = MISSING
+    gamma: float = MISSING
+    # Counted in vector steps, as SB3 does; ``gradient_steps=-1`` means one gradient step
+    # per user-step collected since the last update.
+    train_freq: int = MISSING
+    gradient_steps: int = MISSING
+    net_arch: list[int] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
 
-    def random_actions(self, n: int) -> torch.Tensor: ...
-
-    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]: ...
-
-    def store(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> None: ...
-
-    def update(self, gradient_steps: int) -> dict[str, float]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    def save(self, path: str | Path) -> None: ...
-
-    def load(self, path: str | Path) -> None: ...
+    def rules(self) -> Rules:
+        return {
+            "learning_rate": (self.learning_rate > 0, "positive"),
+            "actor_learning_rate": (self.actor_learning_rate > 0, "positive"),
+            "buffer_size": (self.buffer_size >= 1, "at least 1"),
+            "batch_size": (self.batch_size >= 1, "at least 1"),
+            "learning_starts": (self.learning_starts >= 0, "0 or more"),
+            "tau": (0 < self.tau <= 1, "in (0, 1]"),
+            "gamma": (0 <= self.gamma <= 1, "in [0, 1]"),
+            "train_freq": (self.train_freq >= 1, "at least 1"),
+            "gradient_steps": (self.gradient_steps >= 1 or self.gradient_steps == -1, "at least 1, or -1"),
+            "net_arch": (all(w >= 1 for w in self.net_arch), "a list of positive layer widths"),
+        }
 
 
 class DivergenceError(RuntimeError):
@@ -60,16 +65,16 @@ class DivergenceError(RuntimeError):
 
 
 class OffPolicyAgent:
-    """Shared plumbing; subclasses define the networks, ``_policy`` and ``_train_step``."""
+    """Shared plumbing of DDPG, TD3 and SAC (see the module docstring)."""
 
     name: str
     actor: nn.Module
 
     def __init__(
         self,
-        cfg: AlgoConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        cfg: OffPolicyConfig,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:
@@ -77,7 +82,7 @@ class OffPolicyAgent:
             raise TypeError("these agents need Box observation and action spaces")
         if not (action_space.is_bounded("both")):
             raise ValueError("the action space must be bounded on both sides")
-        check_hyperparameters(cfg)
+        check(cfg, "algo")
         self.cfg = cfg
         self.device = torch.device(device)
         self.obs_dim = int(observation_space.shape[0])
@@ -91,6 +96,7 @@ class OffPolicyAgent:
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device)
+        self.schedule = UpdateSchedule(cfg.learning_starts, cfg.train_freq, cfg.gradient_steps)
         self.n_updates = 0
 
     # --- acting -------------------------------------------------------------------------
@@ -102,12 +108,18 @@ class OffPolicyAgent:
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def random_actions(self, n: int) -> torch.Tensor:
-        """Uniform actions over the action space, for the warm-up before learning starts."""
-        u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
-        return self._act_center + self._act_scale * (2 * u - 1)
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """Uniform actions over the action space until ``learning_starts`` user-steps have been
+        collected, then the exploring policy; counts the step towards the schedule."""
+        n = obs.shape[0]
+        warming_up = self.schedule.warming_up()
+        self.schedule.record(n)
+        if warming_up:
+            u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
+            return self._act_center + self._act_scale * (2 * u - 1)
+        return self.act(obs)
 
-    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def frozen_policy(self) -> Policy:
         """The current deterministic policy, unaffected by later updates (MACS stores one to
         build reward distributions). Copies the actor only, never the replay buffer."""
         frozen = copy.copy(self)
@@ -115,22 +127,26 @@ class OffPolicyAgent:
         return functools.partial(frozen.act, deterministic=True)
 
     # --- learning -----------------------------------------------------------------------
-    def store(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> None:
-        scaled = (actions.to(self.device) - self._act_center) / self._act_scale
+    def observe(self, real: Transitions) -> None:
+        self.store(real)
+
+    def add_extra(self, extra: Transitions) -> None:
+        """Synthesised transitions share the replay buffer with the real ones."""
+        self.store(extra)
+
+    def store(self, batch: Transitions) -> None:
+        scaled = (batch.actions.to(self.device) - self._act_center) / self._act_scale
         self.buffer.add(
-            obs.to(self.device),
+            batch.obs.to(self.device),
             scaled,
-            rewards.to(self.device),
-            next_obs.to(self.device),
-            terminated.to(self.device),
+            batch.rewards.to(self.device),
+            batch.next_obs.to(self.device),
+            batch.terminated.to(self.device),
         )
+
+    def learn(self) -> list[dict[str, float]]:
+        updates, grad_steps = self.schedule.due()
+        return [self.update(grad_steps) for _ in range(updates)]
 
     def update(self, gradient_steps: int) -> dict[str, float]:
         """Runs ``gradient_steps`` updates; returns the mean of each loss over them."""
@@ -188,31 +204,6 @@ class OffPolicyAgent:
                 f"this env has {self.obs_dim}/{self.act_dim}"
             )
         self.load_state_dict(checkpoint)
-
-
-def check_hyperparameters(cfg: AlgoConfig) -> None:
-    """Rejects values no run could use, naming the key, before any work is done."""
-    rules: dict[str, tuple[bool, str]] = {
-        "learning_rate": (cfg.learning_rate > 0, "positive"),
-        "actor_learning_rate": (cfg.actor_learning_rate > 0, "positive"),
-        "buffer_size": (cfg.buffer_size >= 1, "at least 1"),
-        "batch_size": (cfg.batch_size >= 1, "at least 1"),
-        "learning_starts": (cfg.learning_starts >= 0, "0 or more"),
-        "tau": (0 < cfg.tau <= 1, "in (0, 1]"),
-        "gamma": (0 <= cfg.gamma <= 1, "in [0, 1]"),
-        "train_freq": (cfg.train_freq >= 1, "at least 1"),
-        "gradient_steps": (cfg.gradient_steps >= 1 or cfg.gradient_steps == -1, "at least 1, or -1"),
-        "net_arch": (all(w >= 1 for w in cfg.net_arch), "a list of positive layer widths"),
-    }
-    for key in ("n_critics", "policy_delay", "target_update_interval"):
-        if hasattr(cfg, key):
-            rules[key] = (getattr(cfg, key) >= 1, "at least 1")
-    for key in ("action_noise", "target_policy_noise", "target_noise_clip"):
-        if hasattr(cfg, key):
-            rules[key] = (getattr(cfg, key) >= 0, "0 or more")
-    for key, (ok, expected) in rules.items():
-        if not ok:
-            raise ValueError(f"algo.{key}={getattr(cfg, key)} is invalid: it must be {expected}")
 
 
 class Adam:

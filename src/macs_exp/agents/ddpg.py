@@ -6,26 +6,30 @@ actor update at every step and no target-policy smoothing. Only the schema diffe
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.td3 import TD3
-from macs_exp.config import DDPGConfig, TD3Config
+from macs_exp import plugins
+from macs_exp.agents.td3 import TD3, DDPGConfig, TD3Config
 
 
+@plugins.agent("ddpg", DDPGConfig)
 class DDPG(TD3):
     name = "ddpg"
 
     def __init__(
         self,
         cfg: DDPGConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:
         as_td3 = TD3Config(
-            **{k: getattr(cfg, k) for k in DDPGConfig.__dataclass_fields__},
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DDPGConfig)},
             n_critics=1,
             policy_delay=1,
             target_policy_noise=0.0,

@@ -1,24 +1,30 @@
 """Reference policies for the offline tables: uniform random actions and "most popular".
 
 They run through the same trainer, env and metrics as the learning agents, so their rows in a
-table differ from the agents' in the policy only. Neither learns: ``store`` and ``update`` do
-nothing, and ``buffer`` is an empty one-slot ``ReplayBuffer`` that exists only because the
-``Agent`` protocol has one.
+table differ from the agents' in the policy only. Neither learns: they explore with their
+policy itself, keep nothing they observe, and have no update ever due.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
 
-from macs_exp.agents.buffer import ReplayBuffer
-from macs_exp.config import ReferenceConfig
+from macs_exp import plugins
+from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
+
+
+@dataclass
+class ReferenceConfig(AgentConfig):
+    """A reference policy (random, popular): nothing to tune, nothing learned."""
+
+    learns: ClassVar[bool] = False
 
 
 class ReferencePolicy:
@@ -29,8 +35,8 @@ class ReferencePolicy:
     def __init__(
         self,
         cfg: ReferenceConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:
@@ -45,7 +51,6 @@ class ReferencePolicy:
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.buffer = ReplayBuffer(1, self.obs_dim, self.act_dim, self.device)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         raise NotImplementedError
@@ -54,7 +59,10 @@ class ReferencePolicy:
         u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
         return self._low + (self._high - self._low) * u
 
-    def frozen_policy(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.act(obs)
+
+    def frozen_policy(self) -> Policy:
         """The deterministic policy with a copy of the generator, so that MACS's calls to it
         leave this policy's own random stream where it was."""
         frozen = copy.copy(self)
@@ -62,18 +70,14 @@ class ReferencePolicy:
         frozen.generator.set_state(self.generator.get_state())
         return functools.partial(frozen.act, deterministic=True)
 
-    def store(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> None:
+    def observe(self, real: Transitions) -> None:
         """Nothing to learn from."""
 
-    def update(self, gradient_steps: int) -> dict[str, float]:
-        return {}
+    def add_extra(self, extra: Transitions) -> None:
+        """Nothing to learn from."""
+
+    def learn(self) -> list[dict[str, float]]:
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -94,6 +98,7 @@ class ReferencePolicy:
         self.load_state_dict(checkpoint)
 
 
+@plugins.agent("random", ReferenceConfig)
 class RandomPolicy(ReferencePolicy):
     """Uniform actions in the action space, even when asked to be deterministic: the baseline
     is the random policy itself, reproducible through the seed.
@@ -108,6 +113,7 @@ class RandomPolicy(ReferencePolicy):
         return self.random_actions(obs.shape[0])
 
 
+@plugins.agent("popular", ReferenceConfig)
 class PopularPolicy(ReferencePolicy):
     """The action that points along the last feature, the rating env's training popularity,
     so that each step recommends the most popular item not yet seen or shown."""
@@ -117,8 +123,8 @@ class PopularPolicy(ReferencePolicy):
     def __init__(
         self,
         cfg: ReferenceConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:

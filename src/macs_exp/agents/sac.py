@@ -3,16 +3,48 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import torch
+from omegaconf import MISSING
 
-from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate
+from macs_exp import plugins
+from macs_exp.agents.base import Adam, OffPolicyAgent, OffPolicyConfig, SoftUpdate
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import QEnsemble, SquashedGaussianActor
-from macs_exp.config import SACConfig
+from macs_exp.schema import Rules
 
 
+@dataclass
+class SACConfig(OffPolicyConfig):
+    n_critics: int = MISSING
+    # "auto", "auto_<init>" (learned, starting at <init>) or a fixed number, as in SB3.
+    ent_coef: str = MISSING
+    # "auto" (= -dim(action)) or a number.
+    target_entropy: str = MISSING
+    target_update_interval: int = MISSING
+    log_std_min: float = MISSING
+    log_std_max: float = MISSING
+
+    def rules(self) -> Rules:
+        return {
+            **super().rules(),
+            "n_critics": (self.n_critics >= 1, "at least 1"),
+            "ent_coef": (
+                self.ent_coef == "auto" or _number(self.ent_coef.removeprefix("auto_")) is not None,
+                "'auto', 'auto_<initial value>' or a number (e.g. 0.1)",
+            ),
+            "target_entropy": (
+                self.target_entropy == "auto" or _number(self.target_entropy) is not None,
+                "'auto' or a number (e.g. -3)",
+            ),
+            "target_update_interval": (self.target_update_interval >= 1, "at least 1"),
+        }
+
+
+@plugins.agent("sac", SACConfig)
 class SAC(OffPolicyAgent):
     name = "sac"
     cfg: SACConfig
@@ -20,8 +52,8 @@ class SAC(OffPolicyAgent):
     def __init__(
         self,
         cfg: SACConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:
@@ -36,18 +68,15 @@ class SAC(OffPolicyAgent):
         self.actor_params = list(self.actor.parameters())
         self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
 
-        self.target_entropy = (
-            -float(self.act_dim)
-            if cfg.target_entropy == "auto"
-            else _number("target_entropy", cfg.target_entropy)
-        )
+        # The schema's rules have checked that these parse.
+        self.target_entropy = -float(self.act_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
         self.learn_ent_coef = cfg.ent_coef.startswith("auto")
         if self.learn_ent_coef:
-            init = _number("ent_coef", cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0
+            init = float(cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0
             self.log_ent_coef = torch.tensor([init], device=self.device).log().requires_grad_(True)
             self.ent_coef_optimizer: Adam | None = Adam([self.log_ent_coef], cfg.learning_rate)
         else:
-            self.log_ent_coef = torch.tensor([_number("ent_coef", cfg.ent_coef)], device=self.device).log()
+            self.log_ent_coef = torch.tensor([float(cfg.ent_coef)], device=self.device).log()
             self.ent_coef_optimizer = None
 
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
@@ -101,19 +130,17 @@ class SAC(OffPolicyAgent):
             mods["ent_coef_optimizer"] = self.ent_coef_optimizer
         return mods
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "log_ent_coef": self.log_ent_coef.detach().clone()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
             self.log_ent_coef.copy_(state["log_ent_coef"])
 
 
-def _number(key: str, text: str) -> float:
+def _number(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(
-            f"algo.{key}={text!r} is neither 'auto' nor a number (e.g. algo.{key}=0.1)"
-        ) from None
+        return None

@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import torch
+from omegaconf import MISSING
 
-from macs_exp.agents.base import Adam, OffPolicyAgent, SoftUpdate
+from macs_exp import plugins
+from macs_exp.agents.base import Adam, OffPolicyAgent, OffPolicyConfig, SoftUpdate
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.networks import DeterministicActor, QEnsemble
-from macs_exp.config import TD3Config
+from macs_exp.schema import Rules
 
 
+@dataclass
+class DDPGConfig(OffPolicyConfig):
+    """DDPG's schema lives here, as TD3's base: DDPG is TD3 with its three additions off."""
+
+    # Std of the Gaussian exploration noise, in units of half the action range (0 disables it).
+    action_noise: float = MISSING
+
+    def rules(self) -> Rules:
+        return {**super().rules(), "action_noise": (self.action_noise >= 0, "0 or more")}
+
+
+@dataclass
+class TD3Config(DDPGConfig):
+    n_critics: int = MISSING
+    policy_delay: int = MISSING
+    target_policy_noise: float = MISSING
+    target_noise_clip: float = MISSING
+
+    def rules(self) -> Rules:
+        return {
+            **super().rules(),
+            "n_critics": (self.n_critics >= 1, "at least 1"),
+            "policy_delay": (self.policy_delay >= 1, "at least 1"),
+            "target_policy_noise": (self.target_policy_noise >= 0, "0 or more"),
+            "target_noise_clip": (self.target_noise_clip >= 0, "0 or more"),
+        }
+
+
+@plugins.agent("td3", TD3Config)
 class TD3(OffPolicyAgent):
     name = "td3"
     cfg: TD3Config
@@ -20,8 +53,8 @@ class TD3(OffPolicyAgent):
     def __init__(
         self,
         cfg: TD3Config,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
     ) -> None:

@@ -1,8 +1,20 @@
-"""The random-mask ablation (Sec. IV-D): counterfactual-looking states made without a policy."""
+"""``mode=random_mask``, the ablation of Sec. IV-D: counterfactual-looking states made without a
+policy."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+from omegaconf import MISSING
+
+from macs_exp import plugins
+from macs_exp.agents import Agent, Transitions
+from macs_exp.envs.base import BatchedEnv
+from macs_exp.macs.augment import CounterfactualStats
+from macs_exp.schema import Rules
+from macs_exp.trainer.augmenter import AugmenterContext, ModeConfig
 
 
 def random_mask(obs: torch.Tensor, mask_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -15,3 +27,49 @@ def random_mask(obs: torch.Tensor, mask_prob: float, generator: torch.Generator)
         return obs.clone()
     chosen = torch.rand((n, dim), generator=generator).topk(k, dim=1).indices
     return obs.scatter(1, chosen, 0.0)
+
+
+@dataclass
+class RandomMaskConfig(ModeConfig):
+    """The random-mask ablation of Sec. IV-D."""
+
+    # Share of the state's elements zeroed in each extra transition.
+    mask_prob: float = MISSING
+
+    def rules(self) -> Rules:
+        return {"mask_prob": (0 <= self.mask_prob <= 1, "in [0, 1]")}
+
+
+class RandomMaskAugmenter:
+    """Every real transition also gets a twin whose state is masked (same action, reward and
+    next state): augmentation of the same volume as MACS's, made without a policy."""
+
+    def __init__(self, mask_prob: float, seed: int) -> None:
+        self.mask_prob = mask_prob
+        self.generator = torch.Generator().manual_seed(seed)
+        self.stats = CounterfactualStats()
+
+    def start(self, agent: Agent) -> dict[str, float]:
+        return {}
+
+    def before_step(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> None:
+        return None
+
+    def after_step(self, real: Transitions) -> list[Transitions]:
+        masked = random_mask(real.obs, self.mask_prob, self.generator)
+        self.stats.add(len(real), len(real))
+        return [Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)]
+
+    def episodes_ended(
+        self, agent: Agent, returns: np.ndarray, lengths: np.ndarray, steps: int
+    ) -> dict[str, float]:
+        return {}
+
+    def metrics(self) -> dict[str, float]:
+        return self.stats.metrics()
+
+
+@plugins.mode("random_mask", RandomMaskConfig, suffix="-RM", order=90)
+def random_mask_mode(context: AugmenterContext) -> RandomMaskAugmenter:
+    mode: RandomMaskConfig = context.cfg.mode
+    return RandomMaskAugmenter(mode.mask_prob, context.seed)

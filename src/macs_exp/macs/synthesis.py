@@ -9,18 +9,28 @@ random numbers as the real step it shadows; the step that earns r_c draws the on
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from macs_exp.agents.base import Agent
-from macs_exp.config import AlgoConfig, MacsConfig
+from macs_exp.agents import Agent, Policy, Transitions
 from macs_exp.envs.base import BatchedEnv, EnvInfo
+from macs_exp.macs.config import MacsConfig
 from macs_exp.macs.kl import reward_kl, scale_rewards, synthesis_reward
 
-Policy = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class _Step:
+    """One vector step of stage 2: s_n, a'_n, s'_n, r_n, r'_n and how the intervention ended."""
+
+    states: torch.Tensor
+    interventions: torch.Tensor
+    cf_states: torch.Tensor
+    observed: torch.Tensor
+    intervened: torch.Tensor
+    cf_terminated: torch.Tensor
+    cf_ended: torch.Tensor
 
 
 @dataclass
@@ -41,7 +51,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def intervene(
-    env: BatchedEnv, obs: np.ndarray, intervention: np.ndarray, actions: np.ndarray
+    env: BatchedEnv, intervention: np.ndarray, actions: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """From the env's current state: step ``intervention`` (giving s_c), then ``actions`` from
     s_c (giving r_c), then restore. Returns s_c, r_c, and whether the intervention terminated
@@ -61,24 +71,14 @@ class Synthesizer:
     """pi_c with its own env for stage 2, so that training it never touches the recommender's
     env, and the bookkeeping the metrics report."""
 
-    def __init__(
-        self,
-        agent: Agent,
-        algo: AlgoConfig,
-        env: BatchedEnv,
-        info: EnvInfo,
-        cfg: MacsConfig,
-        seed: int,
-    ) -> None:
+    def __init__(self, agent: Agent, env: BatchedEnv, info: EnvInfo, cfg: MacsConfig, seed: int) -> None:
         self.agent = agent
-        self.algo = algo
         self.env = env
         self.info = info
         self.cfg = cfg
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.trained = False
-        self.steps = 0
         self._obs: np.ndarray | None = None
 
     # --- stage 3 ------------------------------------------------------------------------
@@ -92,9 +92,7 @@ class Synthesizer:
         if not drawn.any():
             return Counterfactuals(obs, torch.zeros(n), drawn)
         intervention = self.agent.act(obs, deterministic=True)
-        s_c, r_c, terminated, truncated = intervene(
-            env, obs.numpy(), intervention.cpu().numpy(), actions.cpu().numpy()
-        )
+        s_c, r_c, terminated, truncated = intervene(env, intervention.cpu().numpy(), actions.cpu().numpy())
         return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(terminated | truncated))
 
     # --- stage 2 (Algorithm 2) ----------------------------------------------------------
@@ -103,81 +101,86 @@ class Synthesizer:
         frozen copy of the recommender), with Eq. 11 (``joint=False``) or Eq. 12.
 
         Each user keeps its own windows R and R' of ``kl_window`` steps. When a window is full,
-        its KL fixes the reward of all its transitions, which are then stored and learned from.
+        its KL fixes the reward of all its transitions, which are then stored and learned from:
+        pi_c's own schedule catches up with the updates its window made due.
         """
-        cfg, env, info = self.cfg, self.env, self.info
-        n = env.num_envs
         if self._obs is None:
-            self._obs, _ = env.reset(seed=self.seed)
-        obs = self._obs
-        window: list[tuple[torch.Tensor, ...]] = []
+            self._obs, _ = self.env.reset(seed=self.seed)
+        window: list[_Step] = []
         kls: list[torch.Tensor] = []
         rewards: list[torch.Tensor] = []
         losses: dict[str, list[float]] = {}
         done_steps = 0
-        while done_steps < cfg.stage2_steps:
-            obs_t = _tensor(obs)
-            a = policy(obs_t).cpu()
-            explore = self.steps < self.algo.learning_starts
-            a_prime = (self.agent.random_actions(n) if explore else self.agent.act(obs_t)).cpu()
-            s_prime, r_prime, terminated, truncated = intervene(env, obs, a_prime.numpy(), a.numpy())
-            obs, r, *_ = env.step(a.numpy())
-            window.append(
-                (
-                    obs_t,
-                    a_prime,
-                    _tensor(s_prime),
-                    _tensor(r),
-                    _tensor(r_prime),
-                    torch.from_numpy(terminated),
-                    torch.from_numpy(terminated | truncated),
-                )
-            )
-            self.steps += n
-            done_steps += n
-            if len(window) == cfg.kl_window or done_steps >= cfg.stage2_steps:
-                states, actions, cf_states, observed, intervened, cf_terminated, cf_ended = (
-                    torch.stack(parts, 1) for parts in zip(*window, strict=True)
-                )
-                # An intervention that ends the episode leaves no state to take a_n in: its r'
-                # is left out of R', but pi_c still learns from the transition.
-                kl = reward_kl(
-                    observed,
-                    intervened,
-                    info.reward_range,
-                    info.reward_bins,
-                    cfg.kl_smoothing,
-                    cfg.kl_direction,
-                    valid=~cf_ended,
-                )
-                scaled = scale_rewards(observed, info.reward_range) if joint else None
-                reward = synthesis_reward(kl[:, None].expand_as(observed), cfg.epsilon, scaled)
-                self.agent.store(
-                    states.flatten(0, 1),
-                    actions.flatten(0, 1),
-                    reward.flatten(),
-                    cf_states.flatten(0, 1),
-                    # A truncated intervention still bootstraps from s'_n; only a real end does not.
-                    cf_terminated.flatten(),
-                )
+        while done_steps < self.cfg.stage2_steps:
+            window.append(self._step(policy))
+            done_steps += self.env.num_envs
+            if len(window) == self.cfg.kl_window or done_steps >= self.cfg.stage2_steps:
+                kl, reward = self._close_window(window, joint)
                 kls.append(kl)
-                rewards.append(reward.flatten())
-                if self.steps >= self.algo.learning_starts:
-                    # The trainer's schedule (train_freq vector steps, gradient_steps each),
-                    # caught up at the end of the window whose rewards were just fixed.
-                    freq = self.algo.train_freq
-                    grad_steps = self.algo.gradient_steps if self.algo.gradient_steps > 0 else n * freq
-                    for _ in range(max(len(window) // freq, 1)):
-                        for key, value in self.agent.update(grad_steps).items():
-                            losses.setdefault(key, []).append(value)
+                rewards.append(reward)
+                for update in self.agent.learn():
+                    for key, value in update.items():
+                        losses.setdefault(key, []).append(value)
                 window.clear()
-        self._obs = obs
         self.trained = True
         summary = {"macs/kl": float(torch.cat(kls).mean()), "macs/reward": float(torch.cat(rewards).mean())}
         summary.update({f"macs/{k}": float(np.mean(v)) for k, v in losses.items()})
-        if info.trivial_mask is not None:
-            summary["macs/trivial_change_fraction"] = self.trivial_change_fraction(env, obs)
+        if self.info.trivial_mask is not None:
+            assert self._obs is not None
+            summary["macs/trivial_change_fraction"] = self.trivial_change_fraction(self.env, self._obs)
         return summary
+
+    def _step(self, policy: Policy) -> _Step:
+        """One step of Algorithm 2 from the stage-2 env's current state: the policy's a_n, pi_c's
+        a'_n (exploring), the intervention's s'_n and r'_n, then the real step with a_n."""
+        assert self._obs is not None
+        obs_t = _tensor(self._obs)
+        a = policy(obs_t).cpu()
+        a_prime = self.agent.explore(obs_t).cpu()
+        s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), a.numpy())
+        self._obs, r, *_ = self.env.step(a.numpy())
+        return _Step(
+            obs_t,
+            a_prime,
+            _tensor(s_prime),
+            _tensor(r),
+            _tensor(r_prime),
+            torch.from_numpy(terminated),
+            torch.from_numpy(terminated | truncated),
+        )
+
+    def _close_window(self, window: list[_Step], joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixes the rewards of a full window from its KL (Eqs. 10-12) and hands its transitions
+        to pi_c; returns the window's per-user KL and the rewards."""
+        cfg, info = self.cfg, self.info
+        stacked = {name: torch.stack([getattr(s, name) for s in window], 1) for name in _Step.__dataclass_fields__}
+        observed, cf_ended = stacked["observed"], stacked["cf_ended"]
+        # An intervention that ends the episode leaves no state to take a_n in: its r' is left
+        # out of R', but pi_c still learns from the transition.
+        kl = reward_kl(
+            observed,
+            stacked["intervened"],
+            info.reward_range,
+            info.reward_bins,
+            cfg.kl_smoothing,
+            cfg.kl_direction,
+            valid=~cf_ended,
+        )
+        scaled = scale_rewards(observed, info.reward_range) if joint else None
+        reward = synthesis_reward(kl[:, None].expand_as(observed), cfg.epsilon, scaled)
+        terminated = stacked["cf_terminated"].flatten()
+        self.agent.observe(
+            Transitions(
+                stacked["states"].flatten(0, 1),
+                stacked["interventions"].flatten(0, 1),
+                reward.flatten(),
+                stacked["cf_states"].flatten(0, 1),
+                # A truncated intervention still bootstraps from s'_n; only a real end does not.
+                terminated,
+                cf_ended.flatten() & ~terminated,
+            )
+        )
+        return kl, reward.flatten()
 
     def trivial_change_fraction(self, env: BatchedEnv, obs: np.ndarray) -> float:
         """The share of the squared change s_c - s that pi_c's (deterministic) counterfactuals
@@ -185,7 +188,7 @@ class Synthesizer:
         assert self.info.trivial_mask is not None
         obs_t = _tensor(obs)
         intervention = self.agent.act(obs_t, deterministic=True).cpu().numpy()
-        s_c, *_ = intervene(env, obs, intervention, intervention)
+        s_c, *_ = intervene(env, intervention, intervention)
         change = (torch.from_numpy(s_c) - obs_t).square()
         trivial = change[:, torch.from_numpy(self.info.trivial_mask)].sum()
         return float(trivial / change.sum().clamp_min(1e-12))

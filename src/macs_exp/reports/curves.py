@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from macs_exp.reports.runs import ALGO_ORDER, MODE_ORDER, REFERENCE_ALGOS, ordered, row_label
+from macs_exp.metrics import KEY_METRICS
+from macs_exp.reports.runs import learning_algos, mode_order, ordered, reference_algos, row_label
 
 FIGURES = ("fig4", "fig5", "fig6")
 # The first of these a FINISHED run of an env logged is what that env's figure shows.
-DEFAULT_METRICS = ("eval/ctr", "test/precision", "eval/episode_reward")
 DPI = 120
 
 History = Sequence[tuple[int, float]]
@@ -140,18 +140,19 @@ def fetch_histories(client, run_ids: Iterable[str], key: str) -> dict[str, list[
 
 def _fig4_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, Callable[[Any, Any], str]]:
     """Panel = learning algo, line = mode; reference policies repeat in every algo's panel."""
-    learners = runs[~runs["algo"].isin(REFERENCE_ALGOS)]
+    references_names = reference_algos()
+    learners = runs[~runs["algo"].isin(references_names)]
     learners = learners.assign(panel=learners["algo"].str.upper(), line=learners["mode"])
-    references = runs[runs["algo"].isin(REFERENCE_ALGOS)].assign(line=lambda f: f["algo"])
-    panels = [a.upper() for a in ordered(learners["algo"], ALGO_ORDER)] or ["reference policies"]
+    references = runs[runs["algo"].isin(references_names)].assign(line=lambda f: f["algo"])
+    panels = [a.upper() for a in ordered(learners["algo"], learning_algos())] or ["reference policies"]
     frame = pd.concat([learners, *(references.assign(panel=panel) for panel in panels)], ignore_index=True)
-    lines = ordered(learners["mode"], MODE_ORDER) + ordered(references["algo"], REFERENCE_ALGOS)
+    lines = ordered(learners["mode"], mode_order()) + ordered(references["algo"], references_names)
     frame["panel"] = pd.Categorical(frame["panel"], categories=panels, ordered=True)
     frame["line"] = pd.Categorical(frame["line"], categories=lines, ordered=True)
 
     def label(panel: Any, line: Any) -> str:
         # Reference policies repeat in every algo's panel, under their own name.
-        return row_label(line, "baseline") if line in REFERENCE_ALGOS else row_label(str(panel).lower(), line)
+        return row_label(line, "baseline") if line in references_names else row_label(str(panel).lower(), line)
 
     return frame, label
 
@@ -192,7 +193,7 @@ def _select_sweep_runs(runs: pd.DataFrame, figure: str, report: Callable[[str], 
 
 
 def _pick_metric(runs: pd.DataFrame, metric: str | None) -> str | None:
-    for key in [metric] if metric else DEFAULT_METRICS:
+    for key in [metric] if metric else KEY_METRICS:
         column = f"metric:{key}"
         if column in runs and runs[column].notna().any():
             return key
@@ -210,7 +211,7 @@ def write_figures(
     report: Callable[[str], None] = print,
 ) -> list[Written]:
     """One PNG per env of ``runs`` (a ``load_runs`` frame); raises ``CurvesError`` when none
-    can be drawn. Without ``metric``, each env shows the first of ``DEFAULT_METRICS`` it has."""
+    can be drawn. Without ``metric``, each env shows the first of ``KEY_METRICS`` it has."""
     if figure not in FIGURES:
         raise CurvesError(f"unknown figure {figure!r}; choose one of {', '.join(FIGURES)}")
     unfinished = runs[runs["status"] != "FINISHED"]
@@ -229,7 +230,7 @@ def write_figures(
         env_runs = finished[finished["env"] == env]
         key = _pick_metric(env_runs, metric)
         if key is None:
-            report(f"{env or 'no env'}: no FINISHED run has {metric or ' or '.join(DEFAULT_METRICS)}")
+            report(f"{env or 'no env'}: no FINISHED run has {metric or ' or '.join(KEY_METRICS)}")
             continue
         has_key = env_runs[env_runs[f"metric:{key}"].notna()]
         if len(has_key) < len(env_runs):
@@ -257,7 +258,7 @@ def write_figures(
         written.append(Written(path, env, key, len(has_key), sweep_ids))
     if not written:
         raise CurvesError(
-            f"no FINISHED run of experiment {experiment!r} has {metric or ' or '.join(DEFAULT_METRICS)}"
+            f"no FINISHED run of experiment {experiment!r} has {metric or ' or '.join(KEY_METRICS)}"
         )
     return written
 

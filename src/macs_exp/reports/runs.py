@@ -14,18 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from macs_exp import plugins
 from macs_exp.tracking.mlflow_tracker import search_all
-
-ROLE_RUN = "run"
-ROLE_EXPERT = "expert"
-ROLE_SWEEP = "sweep"
-
-# How reports name and order what they show: the paper's rows are DDPG, DDPG-E, DDPG-J, ...
-ALGO_ORDER = ("ddpg", "sac", "td3")
-# Fixed policies the learners are compared against; the trainer only runs them in mode baseline.
-REFERENCE_ALGOS = ("random", "popular")
-MODE_ORDER = ("baseline", "expert", "joint", "random_mask")
-MODE_SUFFIX = {"baseline": "", "expert": "-E", "joint": "-J", "random_mask": "-RM"}
+from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
 # Columns of load_runs, before the metric:<key> and param:<key> columns.
 RUN_COLUMNS = ("run_id", "status", "sweep_id", "algo", "mode", "env", "seed", "start_time", "end_time")
@@ -115,10 +106,32 @@ def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-unt
     return frame.sort_values(["start_time", "run_id"], ignore_index=True)
 
 
+# How reports name and order what they show, as the plug-ins declare it: the paper's rows are
+# DDPG, DDPG-E, DDPG-J, ..., then the reference policies.
+
+
+def learning_algos() -> list[str]:
+    """The agents that learn, in the order they are registered."""
+    plugins.discover()
+    return [name for name, p in plugins.AGENTS.items() if p.schema.learns]
+
+
+def reference_algos() -> list[str]:
+    """Fixed policies the learners are compared against (run in mode baseline only)."""
+    plugins.discover()
+    return [name for name, p in plugins.AGENTS.items() if not p.schema.learns]
+
+
+def mode_order() -> list[str]:
+    return plugins.modes_in_order()
+
+
 def row_label(algo: str, mode: str) -> str:
-    """``DDPG-E`` for ddpg in expert mode, ``Popular`` for a reference policy."""
-    name = algo.title() if algo in REFERENCE_ALGOS else algo.upper()
-    return name + MODE_SUFFIX.get(mode, f"-{mode.upper()}")
+    """``DDPG-E`` for ddpg in expert mode, ``Popular`` for a reference policy; a mode no plug-in
+    declares (a run of an older version) is shown as ``-<MODE>``."""
+    name = algo.title() if algo in reference_algos() else algo.upper()
+    known = plugins.MODES.get(mode)
+    return name + (known.suffix if known is not None else f"-{mode.upper()}")
 
 
 def ordered(values: Iterable[str], first: Sequence[str]) -> list[str]:
@@ -149,16 +162,6 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-log", action="store_true", help="do not log the outputs as artifacts of the sweeps' parent runs"
     )
-
-
-def default_tracking_uri() -> str:
-    """The store ``python -m macs_exp`` logs to from this directory, as conf/tracking says."""
-    from omegaconf import OmegaConf
-
-    from macs_exp.app import compose_config
-    from macs_exp.tracking.mlflow_tracker import tracking_uri
-
-    return tracking_uri(OmegaConf.to_object(compose_config().tracking))  # type: ignore[arg-type]
 
 
 def log_to_sweeps(

@@ -18,9 +18,9 @@ import pandas as pd
 from scipy.stats import ttest_ind
 
 from macs_exp.reports.runs import (
-    ALGO_ORDER,
-    MODE_ORDER,
-    REFERENCE_ALGOS,
+    learning_algos,
+    mode_order,
+    reference_algos,
     ordered,
     row_label,
 )
@@ -92,15 +92,16 @@ def _latest_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
 def _grid(frame: pd.DataFrame) -> list[tuple[str, str]]:
     """Every (algo, mode) row expected, plus any observed outside that expectation so that
     nothing present in MLflow is left out."""
-    learning = frame[~frame["algo"].isin(REFERENCE_ALGOS)]
-    algos = ordered(learning["algo"], ALGO_ORDER)
-    modes = ordered(learning["mode"], MODE_ORDER)
+    references = reference_algos()
+    learning = frame[~frame["algo"].isin(references)]
+    algos = ordered(learning["algo"], learning_algos())
+    modes = ordered(learning["mode"], mode_order())
     expected = {(a, m) for a in algos for m in modes}
-    expected |= {(a, "baseline") for a in frame.loc[frame["algo"].isin(REFERENCE_ALGOS), "algo"]}
+    expected |= {(a, "baseline") for a in frame.loc[frame["algo"].isin(references), "algo"]}
     expected |= set(zip(frame["algo"], frame["mode"], strict=True))
-    algo_order = algos + list(REFERENCE_ALGOS)
-    mode_order = ordered([m for _, m in expected], MODE_ORDER)
-    return sorted(expected, key=lambda am: (algo_order.index(am[0]), mode_order.index(am[1])))
+    algo_order = algos + references
+    modes_seen = ordered([m for _, m in expected], mode_order())
+    return sorted(expected, key=lambda am: (algo_order.index(am[0]), modes_seen.index(am[1])))
 
 
 def build_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -308,7 +309,7 @@ def to_latex(table: pd.DataFrame) -> str:
     lines.append("\\midrule")
     previous = None
     for row, algo in dict.fromkeys(zip(table["row"], table["algo"], strict=True)):
-        group = "reference" if algo in REFERENCE_ALGOS else algo
+        group = "reference" if algo in reference_algos() else algo
         if previous is not None and group != previous:
             lines.append("\\midrule")
         previous = group

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from macs_exp.config import TrackingConfig
+from macs_exp.tracking.config import TrackingConfig
 
 # log_batch accepts at most 1000 metrics, 100 params and 100 tags per request.
 _MAX_METRICS = 1000
@@ -61,9 +61,22 @@ class NullTracker:
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    if cfg.uri:
-        return cfg.uri
-    return f"sqlite:///{Path(cfg.dir).resolve() / 'mlflow.db'}"
+    return _uri(cfg.uri, cfg.dir)
+
+
+def _uri(uri: str | None, folder: str) -> str:
+    return uri or f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+
+
+def default_tracking_uri() -> str:
+    """The store ``python -m macs_exp`` logs to from this directory with the shipped tracking
+    option, read from its YAML: reports find it without composing the app."""
+    from omegaconf import OmegaConf
+
+    from macs_exp.paths import CONF_DIR
+
+    conf = OmegaConf.load(CONF_DIR / "tracking" / "mlflow.yaml")
+    return _uri(conf.get("uri"), str(conf.get("dir")))
 
 
 def ensure_experiment(cfg: TrackingConfig) -> str:

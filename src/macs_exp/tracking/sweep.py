@@ -22,13 +22,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from macs_exp.config import TrackingConfig
+from macs_exp.metrics import KEY_METRICS
+from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import ensure_experiment, search_all, tracked_run, tracking_uri
+from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
 log = logging.getLogger("macs_exp")
 
-# Metrics a job's summary line shows, the first one the run has.
-SUMMARY_METRICS = ("eval/ctr", "test/precision", "eval/episode_reward")
 _UNFINISHED = ("RUNNING", "SCHEDULED")
 
 
@@ -110,7 +110,7 @@ def _job_runs(cfg: TrackingConfig, sweep_id: str, job_num: int | None = None) ->
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
         return []
-    query = f"tags.sweep_id = '{sweep_id}' and tags.role = 'run'"
+    query = f"tags.sweep_id = '{sweep_id}' and tags.role = '{ROLE_RUN}'"
     if job_num is not None:
         query += f" and tags.sweep_job = '{job_num}'"
     return list(search_all(client, experiment.experiment_id, query))
@@ -173,7 +173,7 @@ class SweepCallback(Callback):
         client = _client(tracking)
         experiment_id = ensure_experiment(tracking)
         tags = {
-            "role": "sweep",
+            "role": ROLE_SWEEP,
             "sweep_id": sweep_id,
             "sweep_dir": self.sweep_dir,
             "sweep_overrides": " ".join(config.hydra.overrides.task),
@@ -248,7 +248,8 @@ def summarize(
             client.set_tag(run.info.run_id, "failure", "lost: its process ended without closing the run")
             client.set_terminated(run.info.run_id, "FAILED")
             status = "LOST"
-        metric = next((k for k in SUMMARY_METRICS if k in run.data.metrics), None)
+        # A job's summary line shows its key metric, if it logged one.
+        metric = next((k for k in KEY_METRICS if k in run.data.metrics), None)
         job = int(tags.get("sweep_job", -1))
         row = {
             "job": str(job),

@@ -22,9 +22,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from macs_exp.config import TrackingConfig
+from macs_exp.config import to_config
+from macs_exp.schema import UserError
+from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.tracking.sweep import SweepContext, close_lost_job, record_failed_job
+from macs_exp.trainer.process import configure_torch
 
 log = logging.getLogger("macs_exp")
 
@@ -135,10 +138,15 @@ def _child(
     from macs_exp.trainer.run import run_experiment, run_tags
 
     try:
+        configure_torch(to_config(cfg).trainer.torch_threads)
         with sigterm_raises():
-            result = run_experiment(cfg, output_dir, tags)
+            result = run_experiment(cfg, output_dir, tags=tags)
     except Exception as exc:
-        log.exception("job %d failed", job_num)
+        if isinstance(exc, UserError):
+            # The message names the key or file and the fix; a traceback would only bury it.
+            log.error("job %d failed: %s", job_num, exc)
+        else:
+            log.exception("job %d failed", job_num)
         tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
         all_tags = {**run_tags(cfg), **tags}
         record_failed_job(tracking, sweep, job_num, all_tags, OmegaConf.to_yaml(cfg), exc)

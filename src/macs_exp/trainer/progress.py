@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+from macs_exp.trainer.config import PROGRESS_MODES
+
 log = logging.getLogger("macs_exp")
 
 _SHOWN = ("eval/ctr", "eval/episode_reward", "perf/steps_per_s")
@@ -13,7 +15,7 @@ _SHOWN = ("eval/ctr", "eval/episode_reward", "perf/steps_per_s")
 
 class Progress:
     def __init__(self, mode: str, total: int, desc: str) -> None:
-        if mode not in ("auto", "bar", "log", "none"):
+        if mode not in PROGRESS_MODES:
             raise ValueError(f"trainer.progress={mode!r}: choose auto, bar, log or none")
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"

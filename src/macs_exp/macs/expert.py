@@ -1,4 +1,7 @@
-"""The expert policy of expert mode: trained once, cached, and shared.
+"""``mode=expert``: MACS learned from an expert (Sec. III-C1), and the expert cache.
+
+The expert is trained (or loaded), pi_c is trained against it once with Eq. 11 before the
+recommender's first step, then frozen; every real transition gets a counterfactual twin.
 
 An expert is fully determined by its algorithm, budget, seed, the env and the evaluation that
 picks its best checkpoint, so those (and nothing else) key the cache: every run of a sweep
@@ -20,6 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from macs_exp import plugins
+from macs_exp.agents import Agent, Policy
+from macs_exp.macs.augment import MacsAugmenter, build_synthesizer
+from macs_exp.macs.synthesis import Synthesizer
+from macs_exp.tracking.tags import ROLE_EXPERT
+from macs_exp.trainer.augmenter import AugmenterContext, BaselineConfig, ModeConfig, TrainRun
 
 log = logging.getLogger("macs_exp")
 
@@ -54,7 +64,7 @@ def expert_config(cfg: DictConfig) -> DictConfig:
     expert = copy.deepcopy(cfg)
     with open_dict(expert):
         expert.algo = cfg.expert.algo
-        expert.mode = {"name": "baseline"}
+        expert.mode = OmegaConf.structured(BaselineConfig(name="baseline"))
         expert.seed = cfg.expert.seed
         expert.trainer.total_steps = cfg.expert.total_steps
         expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}"
@@ -72,8 +82,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoint:
-    """The user's ``expert.checkpoint``, else the cached expert, else a freshly trained one."""
+def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRun) -> ExpertCheckpoint:
+    """The user's ``expert.checkpoint``, else the cached expert, else one freshly trained by
+    ``train_run`` (a baseline run of the expert's algo, nested under ``parent_run_id``)."""
     if cfg.expert.checkpoint:
         path = Path(cfg.expert.checkpoint)
         if not path.is_file():
@@ -82,8 +93,6 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoin
                 f"agent (a run's checkpoints/best_agent.pt), or expert.checkpoint=null to train one"
             )
         return ExpertCheckpoint(path, None, cached=False)
-    from macs_exp.trainer.run import run_experiment
-
     key = expert_key(cfg)
     folder = Path(cfg.expert.cache_dir) / key
     checkpoint, meta = folder / "expert.pt", folder / "meta.json"
@@ -99,8 +108,8 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoin
             folder,
         )
         run_dir = folder / "run"
-        tags = {"role": "expert", **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
-        result = run_experiment(expert_config(cfg), run_dir, tags)
+        tags = {"role": ROLE_EXPERT, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+        result = train_run(expert_config(cfg), run_dir, tags=tags)
         best = run_dir / "best_agent.pt"
         tmp = folder / "expert.pt.tmp"
         shutil.copyfile(best if best.is_file() else run_dir / "agent.pt", tmp)
@@ -108,3 +117,34 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None) -> ExpertCheckpoin
         info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key}
         meta.write_text(json.dumps(info, indent=2))
         return ExpertCheckpoint(checkpoint, result.run_id, cached=False)
+
+
+@dataclass
+class ExpertModeConfig(ModeConfig):
+    """Expert mode's settings are in the ``expert`` group (the expert) and the ``macs`` group."""
+
+
+class ExpertAugmenter(MacsAugmenter):
+    def __init__(self, synthesizer: Synthesizer, expert: Policy) -> None:
+        super().__init__(synthesizer)
+        self.expert = expert
+
+    def start(self, agent: Agent) -> dict[str, float]:
+        return {**self._stage2(self.expert, joint=False), "macs/stage2_runs": 1.0}
+
+
+@plugins.mode("expert", ExpertModeConfig, suffix="-E", order=10)
+def expert(context: AugmenterContext) -> ExpertAugmenter:
+    synthesizer = build_synthesizer(context, context.cfg.macs)
+    checkpoint = obtain_expert(context.raw, context.tracker.run_id, context.train_run)
+    context.tracker.set_tags(
+        {
+            "expert_checkpoint": str(checkpoint.path.resolve()),
+            "expert_run_id": checkpoint.run_id or "",
+            "expert_cached": str(checkpoint.cached).lower(),
+        }
+    )
+    expert_cfg = context.cfg.expert
+    agent = context.make_agent(expert_cfg.algo, expert_cfg.seed)
+    agent.load(checkpoint.path)
+    return ExpertAugmenter(synthesizer, agent.frozen_policy())

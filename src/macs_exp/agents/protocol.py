@@ -1,0 +1,107 @@
+"""The agent protocol: everything the trainer and the augmenters may ask of a recommender.
+
+It assumes no kind of learner. An off-policy actor-critic (DDPG, TD3, SAC) keeps a replay
+buffer and takes gradient steps on a schedule; an on-policy learner (REINFORCE) can keep whole
+episodes and update when they end; a reference policy learns nothing. Actions may be Box
+vectors or discrete item ids: the trainer passes them from ``act``/``explore`` to the env and
+back into ``Transitions`` without looking at them.
+
+Units and call order, for each vector step of training (N users stepped together):
+
+1. ``explore(obs)``: ``obs`` is ``(N, obs_dim)`` float32; returns ``(N, ...)`` actions in the
+   env's own units. Each call counts N user-steps of collection towards the agent's own update
+   schedule (``macs_exp.agents.schedule``): an off-policy agent explores uniformly until
+   ``learning_starts`` user-steps have been collected.
+2. ``observe(real)``: the real transitions of that vector step (N rows).
+3. ``add_extra(extra)``: transitions an augmenter synthesised from that step (any number of
+   rows, possibly none); the agent decides how to learn from them (an off-policy agent stores
+   them beside the real ones; an on-policy agent may ignore them).
+4. ``learn()``: called once per vector step, after 2 and 3; runs the updates the agent's
+   schedule says are due and returns one dict of mean losses per update it ran (an empty list
+   when none was due). The trainer averages them over its logging window.
+
+``act(obs, deterministic=True)`` is the evaluation policy; ``frozen_policy()`` is a copy of it
+that later updates leave unchanged (MACS builds reward distributions against one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from omegaconf import MISSING
+
+from macs_exp.schema import Schema
+
+# A deterministic policy: a batch of observations to a batch of actions in the env's units.
+Policy = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """A batch of transitions, one row per user: ``(B, obs_dim)`` observations, ``(B, ...)``
+    actions in the env's units, ``(B,)`` float rewards and ``(B,)`` bool episode ends.
+
+    ``next_obs`` is the true next observation, also where the episode ended (never the first
+    observation of the replacement user); ``terminated`` stops bootstrapping, ``truncated`` ends
+    an episode that a value function should still bootstrap through.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def select(self, rows: torch.Tensor) -> Transitions:
+        """The rows picked by a boolean mask or an index tensor."""
+        return Transitions(
+            self.obs[rows],
+            self.actions[rows],
+            self.rewards[rows],
+            self.next_obs[rows],
+            self.terminated[rows],
+            self.truncated[rows],
+        )
+
+
+@dataclass
+class AgentConfig(Schema):
+    """What every ``algo`` option has: its name. Subclasses hold the hyperparameters."""
+
+    name: str = MISSING
+    # Whether the agent learns at all: reference policies do not, so only plain training
+    # (a mode that adds nothing to learn from) has a meaning for them.
+    learns: ClassVar[bool] = True
+
+
+@runtime_checkable
+class Agent(Protocol):
+    name: str
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+
+    def explore(self, obs: torch.Tensor) -> torch.Tensor: ...
+
+    def observe(self, real: Transitions) -> None: ...
+
+    def add_extra(self, extra: Transitions) -> None: ...
+
+    def learn(self) -> list[dict[str, float]]: ...
+
+    def frozen_policy(self) -> Policy: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    def load(self, path: str | Path) -> None: ...

@@ -1,0 +1,108 @@
+"""What the MACS modes and the random mask share as augmenters: stage 3's counterfactual twins
+and the ``cf/*`` bookkeeping (see ``macs_exp.trainer.augmenter`` for the protocol)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from macs_exp.agents import Agent, AgentConfig, Policy, Transitions
+from macs_exp.envs.base import BatchedEnv, env_info
+from macs_exp.macs.config import MacsConfig
+from macs_exp.macs.synthesis import Counterfactuals, Synthesizer
+from macs_exp.trainer.augmenter import AugmenterContext
+
+# pi_c's agent and stage-2 env draw from streams offset from the run's seed, so they never
+# replay the recommender's random numbers.
+SYNTHESIS_SEED_OFFSET = 10_007
+
+
+class CounterfactualStats:
+    """Counts what is stored, for ``cf/transitions`` and ``cf/buffer_share``, and the window's
+    mean reward gap r_c - r_t (``cf/reward_gap``)."""
+
+    def __init__(self) -> None:
+        self.real = 0
+        self.extra = 0
+        self._gap_sum = 0.0
+        self._gap_count = 0
+
+    def add(self, real: int, extra: int, gap: torch.Tensor | None = None) -> None:
+        self.real += real
+        self.extra += extra
+        if gap is not None:
+            self._gap_sum += float(gap.sum())
+            self._gap_count += int(gap.numel())
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {
+            "cf/transitions": float(self.extra),
+            # The synthesised share of everything stored; equal to the share of the buffer's
+            # content until it wraps around, and in expectation afterwards.
+            "cf/buffer_share": self.extra / max(self.extra + self.real, 1),
+        }
+        if self._gap_count:
+            metrics["cf/reward_gap"] = self._gap_sum / self._gap_count
+            self._gap_sum, self._gap_count = 0.0, 0
+        return metrics
+
+
+class MacsAugmenter:
+    """Stage 3 of Algorithm 1: once pi_c is trained, every real transition gets a twin
+    (s_c, a_t, s_{t+1}, r_c), asked from the env before the real step. The modes differ in when
+    pi_c is trained (stage 2): ``start`` (expert) or ``episodes_ended`` (joint)."""
+
+    def __init__(self, synthesizer: Synthesizer) -> None:
+        self.synthesizer = synthesizer
+        self.stats = CounterfactualStats()
+        self._pending: Counterfactuals | None = None
+
+    def start(self, agent: Agent) -> dict[str, float]:
+        return {}
+
+    def before_step(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> None:
+        # Asked before the real step, from a snapshot the query restores.
+        self._pending = (
+            self.synthesizer.counterfactuals(env, obs, actions) if self.synthesizer.trained else None
+        )
+
+    def after_step(self, real: Transitions) -> list[Transitions]:
+        cf, self._pending = self._pending, None
+        if cf is None or not cf.valid.any():
+            self.stats.add(len(real), 0)
+            return []
+        v = cf.valid
+        # (s_c, a_t, s_{t+1}, r_c): the counterfactual state with the real action, next state and
+        # episode end, and the reward the real action earns from s_c.
+        twins = real.select(v)
+        twins = Transitions(
+            cf.states[v], twins.actions, cf.rewards[v], twins.next_obs, twins.terminated, twins.truncated
+        )
+        self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v])
+        return [twins]
+
+    def episodes_ended(
+        self, agent: Agent, returns: np.ndarray, lengths: np.ndarray, steps: int
+    ) -> dict[str, float]:
+        return {}
+
+    def metrics(self) -> dict[str, float]:
+        return self.stats.metrics()
+
+    def _stage2(self, policy: Policy, joint: bool) -> dict[str, float]:
+        """Algorithm 2 against ``policy``: its metrics and its wall time (``perf/stage2_s``)."""
+        t0 = time.perf_counter()
+        metrics = self.synthesizer.train(policy, joint=joint)
+        metrics["perf/stage2_s"] = time.perf_counter() - t0
+        return metrics
+
+
+def build_synthesizer(context: AugmenterContext, macs: MacsConfig) -> Synthesizer:
+    """pi_c with its own stage-2 env, seeded apart from the recommender."""
+    info = env_info(context.env, context.cfg.env.id)
+    seed = context.seed + SYNTHESIS_SEED_OFFSET
+    stage2_env = context.make_env()
+    algo: AgentConfig = macs.algo
+    return Synthesizer(context.make_agent(algo, seed), stage2_env, info, macs, seed)

@@ -1,0 +1,54 @@
+"""The base of every structured-config dataclass: range rules declared on the schema itself.
+
+Types and key names are checked by Hydra when the config is composed. What a type cannot say
+(``batch_size >= 1``, ``0 <= gamma <= 1``) each schema says in ``rules``, next to its fields, so
+that one rule serves wherever the schema is used: ``algo``, ``macs.algo`` and ``expert.algo``
+are all checked by the rules of their agent's schema, and ``check`` names the failing value by
+its full key (``macs.algo.gamma``), known only where the config is walked from the root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a bad value, missing data): reported as its message alone,
+    with no traceback, and exit status 2."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value no run could use; the message names the full key and what it must be."""
+
+
+Rules = dict[str, tuple[bool, str]]
+
+
+class Schema:
+    """Mixin for config dataclasses: ``rules`` maps a field name to (holds, what it must be)."""
+
+    def rules(self) -> Rules:
+        return {}
+
+
+def check(node: Any, prefix: str) -> None:
+    """Checks ``node`` and every schema nested in it, depth first, raising ``ConfigError`` for
+    the first rule that fails; ``prefix`` is the node's key (``algo``, ``macs.algo``)."""
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+        return
+    for field in dataclasses.fields(node):
+        check(getattr(node, field.name), f"{prefix}.{field.name}" if prefix else field.name)
+    if isinstance(node, Schema):
+        for key, (holds, expected) in node.rules().items():
+            if not holds:
+                full = f"{prefix}.{key}" if prefix else key
+                value = getattr(node, key, None)
+                raise ConfigError(f"{full}={_shown(value)} is invalid: it must be {expected}")
+
+
+def _shown(value: Any) -> str:
+    if dataclasses.is_dataclass(value):
+        # A nested schema (an agent under macs.algo) is shown by the option that chose it.
+        return str(getattr(value, "name", type(value).__name__))
+    return str(value).replace(" ", "") if isinstance(value, list) else str(value)

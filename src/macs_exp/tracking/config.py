@@ -1,0 +1,23 @@
+"""The schema of the ``tracking`` group: where and how runs are recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from macs_exp.schema import Schema
+
+
+@dataclass
+class TrackingConfig(Schema):
+    enabled: bool = MISSING
+    experiment: str = MISSING
+    # Local tracking root, relative to the launch directory: the SQLite database
+    # (<dir>/mlflow.db) and the artifacts (<dir>/mlartifacts) live here.
+    dir: str = MISSING
+    # Overrides the tracking URI (e.g. a remote server); null means sqlite:///<dir>/mlflow.db.
+    uri: str | None = MISSING
+    run_name: str | None = MISSING
+    # Buffered metrics are sent in one batch at least this often.
+    flush_every_s: float = MISSING

@@ -1,0 +1,9 @@
+"""The values of the ``role`` tag, which says what an MLflow run is for: written by the
+composition root, the expert cache and the sweeps, read by every report."""
+
+# A training job: the runs tables and figures are made of.
+ROLE_RUN = "run"
+# An expert trained on a run's behalf (expert mode), nested under that run.
+ROLE_EXPERT = "expert"
+# A sweep's parent run.
+ROLE_SWEEP = "sweep"

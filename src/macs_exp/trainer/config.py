@@ -1,0 +1,36 @@
+"""The schema of the ``trainer`` group: budget, evaluation and logging cadence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from macs_exp.schema import Rules, Schema
+
+PROGRESS_MODES = ("auto", "bar", "log", "none")
+
+
+@dataclass
+class TrainerConfig(Schema):
+    # Budget in user-steps (transitions collected from the real environment).
+    total_steps: int = MISSING
+    eval_every: int = MISSING
+    eval_episodes: int = MISSING
+    # The evaluation users are drawn from their own stream, the same for every
+    # evaluation and every training seed, so that curves are comparable.
+    eval_seed: int = MISSING
+    # Training metrics are averaged over windows of this many user-steps.
+    log_every: int = MISSING
+    # auto: a progress bar on a terminal, plain log lines otherwise.
+    progress: str = MISSING
+    # Threads for torch on the CPU; small networks are fastest with few.
+    torch_threads: int = MISSING
+
+    def rules(self) -> Rules:
+        rules: Rules = {
+            key: (getattr(self, key) >= 1, "at least 1")
+            for key in ("total_steps", "eval_every", "eval_episodes", "log_every", "torch_threads")
+        }
+        rules["progress"] = (self.progress in PROGRESS_MODES, f"one of {', '.join(PROGRESS_MODES)}")
+        return rules
