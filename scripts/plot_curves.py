@@ -19,11 +19,11 @@ from pathlib import Path
 from macs_exp.reports.curves import FIGURES, CurvesError, write_figures
 from macs_exp.reports.runs import (
     add_selection_args,
-    default_tracking_uri,
     load_selection,
     log_to_sweeps,
     open_client,
 )
+from macs_exp.tracking.mlflow_tracker import default_tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from macs_exp.reports.runs import (
     add_selection_args,
-    default_tracking_uri,
     load_selection,
     log_to_sweeps,
     open_client,
@@ -28,6 +27,7 @@ from macs_exp.reports.table1 import (
     to_markdown,
     write_tables,
 )
+from macs_exp.tracking.mlflow_tracker import default_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

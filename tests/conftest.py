@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from macs_exp.agents import Transitions
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small budgets that still exercise warm-up, updates, logging windows and evaluations.
@@ -20,6 +22,19 @@ TINY = [
     "algo.batch_size=32",
     "algo.buffer_size=10000",
 ]
+
+
+def transitions(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    next_obs: torch.Tensor,
+    terminated: torch.Tensor,
+) -> Transitions:
+    """A batch of transitions none of which was truncated."""
+    return Transitions(
+        obs, actions, rewards, next_obs, terminated, torch.zeros_like(terminated, dtype=torch.bool)
+    )
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import transitions
 import torch
 from omegaconf import OmegaConf
 
@@ -64,7 +65,7 @@ def test_learns_the_best_action_of_a_contextual_bandit(algo: str) -> None:
         obs = torch.rand(64, 4, generator=g) * 2 - 1
         actions = torch.rand(64, 2, generator=g) * 4 - 2
         reward = -((actions - 1.5 * obs[:, :2]) ** 2).sum(1)
-        agent.store(obs, actions, reward, obs, torch.ones(64))
+        agent.store(transitions(obs, actions, reward, obs, torch.ones(64)))
     agent.update(1500)
     test_obs = torch.rand(256, 4, generator=g) * 2 - 1
     err = (agent.act(test_obs, deterministic=True) - 1.5 * test_obs[:, :2]).abs().mean().item()
@@ -74,7 +75,11 @@ def test_learns_the_best_action_of_a_contextual_bandit(algo: str) -> None:
 @pytest.mark.parametrize("algo", ALGOS)
 def test_checkpoint_round_trip(algo: str, tmp_path: Path) -> None:
     agent = make_agent(agent_cfg(algo), OBS, ACT, "cpu", seed=0)
-    agent.store(torch.rand(100, 4), torch.rand(100, 2), torch.rand(100), torch.rand(100, 4), torch.zeros(100))
+    agent.store(
+        transitions(
+            torch.rand(100, 4), torch.rand(100, 2), torch.rand(100), torch.rand(100, 4), torch.zeros(100)
+        )
+    )
     agent.update(5)
     agent.save(tmp_path / "a.pt")
     other = make_agent(agent_cfg(algo), OBS, ACT, "cpu", seed=99)
@@ -97,11 +102,13 @@ def test_loading_another_algorithm_is_refused(tmp_path: Path) -> None:
 def test_nan_rewards_stop_training_with_a_clear_error(algo: str) -> None:
     agent = make_agent(agent_cfg(algo), OBS, ACT, "cpu", 0)
     agent.store(
-        torch.rand(64, 4),
-        torch.rand(64, 2),
-        torch.full((64,), float("nan")),
-        torch.rand(64, 4),
-        torch.zeros(64),
+        transitions(
+            torch.rand(64, 4),
+            torch.rand(64, 2),
+            torch.full((64,), float("nan")),
+            torch.rand(64, 4),
+            torch.zeros(64),
+        )
     )
     with pytest.raises(DivergenceError, match="critic_loss became nan at update 1"):
         agent.update(2)

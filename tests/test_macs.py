@@ -8,6 +8,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import transitions
 import torch
 from omegaconf import OmegaConf
 
@@ -138,7 +139,7 @@ def _trajectory(env, actions: np.ndarray, query: bool) -> list[np.ndarray]:
     for a in actions:
         if query:
             other = rng.uniform(low, high, size=a.shape).astype(np.float32)
-            intervene(env, obs, other, a)
+            intervene(env, other, a)
         obs, reward, terminated, truncated, info = env.step(a)
         out += [
             obs.copy(),
@@ -179,7 +180,7 @@ def test_intervention_steps_from_the_same_state_and_restores_it() -> None:
     obs, _ = env.reset(seed=0)
     move = np.zeros((3, 8), dtype=np.float32)
     move[:, 5] = 1.0  # a purely trivial intervention
-    s_c, _, terminated, truncated = intervene(env, obs, move, move)
+    s_c, _, terminated, truncated = intervene(env, move, move)
     np.testing.assert_allclose(s_c - obs, 0.5 * move, atol=1e-6)
     assert not (terminated | truncated).any()
     np.testing.assert_array_equal(env.state.numpy(), obs)
@@ -193,7 +194,7 @@ def test_frozen_policy_ignores_later_updates() -> None:
     frozen = agent.frozen_policy()
     before = frozen(obs)
     for _ in range(8):
-        agent.store(obs, torch.rand(5, 3), torch.rand(5), obs, torch.zeros(5, dtype=torch.bool))
+        agent.store(transitions(obs, torch.rand(5, 3), torch.rand(5), obs, torch.zeros(5, dtype=torch.bool)))
     agent.update(4)
     assert not torch.equal(agent.act(obs, deterministic=True), before)
     assert torch.equal(frozen(obs), before)

@@ -161,7 +161,7 @@ def test_stage2_moves_counterfactual_change_onto_trivial_components() -> None:
     env = make_batched_env(env_cfg, env_cfg.num_envs, "cpu")
     info = env_info(env, env_cfg.id)
     agent = make_agent(macs.algo, env.single_observation_space, env.single_action_space, "cpu", 0)
-    synthesizer = Synthesizer(agent, macs.algo, env, info, macs, seed=0)
+    synthesizer = Synthesizer(agent, env, info, macs, seed=0)
     probe = make_batched_env(env_cfg, 256, "cpu")
     probe_obs, _ = probe.reset(seed=5)
     untrained = synthesizer.trivial_change_fraction(probe, probe_obs)

@@ -157,5 +157,5 @@ def test_missing_data_fails_before_a_run_opens(tmp_path: Path) -> None:
 
 
 def test_reference_policies_refuse_augmenting_modes(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"algo=popular is a reference policy.*mode=baseline"):
+    with pytest.raises(ValueError, match=r"algo=popular is invalid.*reference policy.*mode=baseline"):
         run_experiment(compose_config(["algo=popular", "mode=joint"]), tmp_path / "run")

@@ -9,11 +9,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import transitions
 import torch
 
-from macs_exp.agents.base import Agent
+from macs_exp.agents import Agent
 from macs_exp.agents.reference import PopularPolicy, RandomPolicy
-from macs_exp.config import AlgoConfig
+from macs_exp.agents.base import OffPolicyConfig
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.metrics import ranking_metrics
@@ -23,8 +24,8 @@ OBS = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
 ACT = gym.spaces.Box(np.array([-1, 0, -2], np.float32), np.array([1, 3, 2], np.float32))
 
 
-def cfg(name: str) -> AlgoConfig:
-    return AlgoConfig(name=name)
+def cfg(name: str) -> OffPolicyConfig:
+    return OffPolicyConfig(name=name)
 
 
 @pytest.fixture
@@ -54,8 +55,13 @@ def test_protocol_and_trivial_learning(cls: type, tmp_path: Path) -> None:
     agent = cls(cfg(cls.name), OBS, ACT, "cpu", seed=0)
     assert isinstance(agent, Agent)
     obs = torch.zeros(5, 4)
-    agent.store(obs, torch.zeros(5, 3), torch.ones(5), obs, torch.zeros(5))
-    assert agent.update(10) == {} and len(agent.buffer) == 0
+    real = transitions(obs, torch.zeros(5, 3), torch.ones(5), obs, torch.zeros(5))
+    agent.observe(real)
+    agent.add_extra(real)
+    # Nothing is kept and nothing is ever due; exploring is acting.
+    assert agent.learn() == [] and not hasattr(agent, "buffer")
+    twin = cls(cfg(cls.name), OBS, ACT, "cpu", seed=0)
+    assert torch.equal(twin.explore(obs), agent.act(obs))
     agent.save(tmp_path / "a.pt")
     expected = agent.act(obs)
     agent.random_actions(3)

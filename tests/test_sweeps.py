@@ -19,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import REPO, TINY, run_script
 from macs_exp.app import CONF_DIR, compose_config
-from macs_exp.config import TrackingConfig
+from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
 
 # Jobs small enough for a sweep test, yet long enough (a few seconds) to be killed mid-run.

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from macs_exp.agents import make_agent
 from macs_exp.app import compose_config
-from macs_exp.config import EnvConfig
+from macs_exp.envs.config import EnvConfig
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.envs.gym_batched import GymBatchedEnv
 from macs_exp.metrics import EpisodeStats, ctr

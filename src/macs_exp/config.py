@@ -74,6 +74,8 @@ def to_config(cfg: DictConfig) -> Config:
     """The composed config as typed objects, every rule checked (``ConfigError`` names the key)."""
     config = OmegaConf.to_object(cfg)
     if not isinstance(config, Config):
-        raise TypeError(f"expected a config composed on the schema {Config.__name__}, got {type(config).__name__}")
+        raise TypeError(
+            f"expected a config composed on the schema {Config.__name__}, got {type(config).__name__}"
+        )
     check(config, "")
     return config

@@ -33,9 +33,11 @@ class Plugin:
     # Agents: the class, called as (cfg, observation_space, action_space, device, seed).
     # Modes: called as (context) and returns the augmenter (see ``macs_exp.trainer.augmenter``).
     factory: Callable[..., Any]
-    # Modes only: the suffix of the mode's row in tables (``DDPG-E``) and the rows' order.
-    suffix: str = ""
+    # Where its rows come in tables and figures (the paper's: DDPG, SAC, TD3, then the
+    # reference policies; baseline, -E, -J, then the ablations).
     order: int = 0
+    # Modes only: the suffix of the mode's row in tables (``DDPG-E``).
+    suffix: str = ""
 
 
 AGENTS: dict[str, Plugin] = {}
@@ -45,15 +47,17 @@ MODES: dict[str, Plugin] = {}
 def _register(table: dict[str, Plugin], plugin: Plugin) -> None:
     known = table.get(plugin.name)
     if known is not None and known.factory is not plugin.factory:
-        raise RuntimeError(f"two plug-ins are registered as {plugin.name!r}: {known.factory} and {plugin.factory}")
+        raise RuntimeError(
+            f"two plug-ins are registered as {plugin.name!r}: {known.factory} and {plugin.factory}"
+        )
     table[plugin.name] = plugin
 
 
-def agent(name: str, schema: type) -> Callable[[F], F]:
+def agent(name: str, schema: type, *, order: int) -> Callable[[F], F]:
     """Registers an agent class as the ``algo=<name>`` option with its hyperparameter schema."""
 
     def register(cls: F) -> F:
-        _register(AGENTS, Plugin(name, schema, cls))
+        _register(AGENTS, Plugin(name, schema, cls, order))
         return cls
 
     return register
@@ -63,7 +67,7 @@ def mode(name: str, schema: type, *, suffix: str, order: int) -> Callable[[F], F
     """Registers an augmenter factory as the ``mode=<name>`` option."""
 
     def register(factory: F) -> F:
-        _register(MODES, Plugin(name, schema, factory, suffix, order))
+        _register(MODES, Plugin(name, schema, factory, order, suffix))
         return factory
 
     return register
@@ -93,6 +97,7 @@ def mode_plugin(name: str) -> Plugin:
         raise ConfigError(f"mode.name={name!r} is unknown; choose one of {sorted(MODES)}") from None
 
 
-def modes_in_order() -> list[str]:
+def in_order(table: dict[str, Plugin]) -> list[Plugin]:
+    """The plug-ins of ``AGENTS`` or ``MODES`` in the order their rows are shown."""
     discover()
-    return [p.name for p in sorted(MODES.values(), key=lambda p: (p.order, p.name))]
+    return sorted(table.values(), key=lambda p: (p.order, p.name))

@@ -16,7 +16,7 @@ from macs_exp import plugins
 from macs_exp.agents.td3 import TD3, DDPGConfig, TD3Config
 
 
-@plugins.agent("ddpg", DDPGConfig)
+@plugins.agent("ddpg", DDPGConfig, order=10)
 class DDPG(TD3):
     name = "ddpg"
 

@@ -98,7 +98,7 @@ class ReferencePolicy:
         self.load_state_dict(checkpoint)
 
 
-@plugins.agent("random", ReferenceConfig)
+@plugins.agent("random", ReferenceConfig, order=90)
 class RandomPolicy(ReferencePolicy):
     """Uniform actions in the action space, even when asked to be deterministic: the baseline
     is the random policy itself, reproducible through the seed.
@@ -113,7 +113,7 @@ class RandomPolicy(ReferencePolicy):
         return self.random_actions(obs.shape[0])
 
 
-@plugins.agent("popular", ReferenceConfig)
+@plugins.agent("popular", ReferenceConfig, order=91)
 class PopularPolicy(ReferencePolicy):
     """The action that points along the last feature, the rating env's training popularity,
     so that each step recommends the most popular item not yet seen or shown."""

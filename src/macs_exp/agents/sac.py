@@ -44,7 +44,7 @@ class SACConfig(OffPolicyConfig):
         }
 
 
-@plugins.agent("sac", SACConfig)
+@plugins.agent("sac", SACConfig, order=20)
 class SAC(OffPolicyAgent):
     name = "sac"
     cfg: SACConfig
@@ -69,7 +69,9 @@ class SAC(OffPolicyAgent):
         self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
 
         # The schema's rules have checked that these parse.
-        self.target_entropy = -float(self.act_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
+        self.target_entropy = (
+            -float(self.act_dim) if cfg.target_entropy == "auto" else float(cfg.target_entropy)
+        )
         self.learn_ent_coef = cfg.ent_coef.startswith("auto")
         if self.learn_ent_coef:
             init = float(cfg.ent_coef.split("_", 1)[1]) if "_" in cfg.ent_coef else 1.0

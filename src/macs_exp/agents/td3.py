@@ -45,7 +45,7 @@ class TD3Config(DDPGConfig):
         }
 
 
-@plugins.agent("td3", TD3Config)
+@plugins.agent("td3", TD3Config, order=30)
 class TD3(OffPolicyAgent):
     name = "td3"
     cfg: TD3Config

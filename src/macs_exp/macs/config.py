@@ -73,4 +73,7 @@ class ExpertConfig(Schema):
     cache_dir: str = MISSING
 
     def rules(self) -> Rules:
-        return {"algo": learner_rule(self.algo, OffPolicyConfig), "total_steps": (self.total_steps >= 1, "at least 1")}
+        return {
+            "algo": learner_rule(self.algo, OffPolicyConfig),
+            "total_steps": (self.total_steps >= 1, "at least 1"),
+        }

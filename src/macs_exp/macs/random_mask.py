@@ -58,7 +58,9 @@ class RandomMaskAugmenter:
     def after_step(self, real: Transitions) -> list[Transitions]:
         masked = random_mask(real.obs, self.mask_prob, self.generator)
         self.stats.add(len(real), len(real))
-        return [Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)]
+        return [
+            Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)
+        ]
 
     def episodes_ended(
         self, agent: Agent, returns: np.ndarray, lengths: np.ndarray, steps: int

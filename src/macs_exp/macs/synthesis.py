@@ -153,7 +153,9 @@ class Synthesizer:
         """Fixes the rewards of a full window from its KL (Eqs. 10-12) and hands its transitions
         to pi_c; returns the window's per-user KL and the rewards."""
         cfg, info = self.cfg, self.info
-        stacked = {name: torch.stack([getattr(s, name) for s in window], 1) for name in _Step.__dataclass_fields__}
+        stacked = {
+            name: torch.stack([getattr(s, name) for s in window], 1) for name in _Step.__dataclass_fields__
+        }
         observed, cf_ended = stacked["observed"], stacked["cf_ended"]
         # An intervention that ends the episode leaves no state to take a_n in: its r' is left
         # out of R', but pi_c still learns from the transition.

@@ -152,7 +152,9 @@ def _fig4_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, Callable[[Any, Any], 
 
     def label(panel: Any, line: Any) -> str:
         # Reference policies repeat in every algo's panel, under their own name.
-        return row_label(line, "baseline") if line in references_names else row_label(str(panel).lower(), line)
+        return (
+            row_label(line, "baseline") if line in references_names else row_label(str(panel).lower(), line)
+        )
 
     return frame, label
 

@@ -111,19 +111,17 @@ def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-unt
 
 
 def learning_algos() -> list[str]:
-    """The agents that learn, in the order they are registered."""
-    plugins.discover()
-    return [name for name, p in plugins.AGENTS.items() if p.schema.learns]
+    """The agents that learn, in their rows' order."""
+    return [p.name for p in plugins.in_order(plugins.AGENTS) if p.schema.learns]
 
 
 def reference_algos() -> list[str]:
     """Fixed policies the learners are compared against (run in mode baseline only)."""
-    plugins.discover()
-    return [name for name, p in plugins.AGENTS.items() if not p.schema.learns]
+    return [p.name for p in plugins.in_order(plugins.AGENTS) if not p.schema.learns]
 
 
 def mode_order() -> list[str]:
-    return plugins.modes_in_order()
+    return [p.name for p in plugins.in_order(plugins.MODES)]
 
 
 def row_label(algo: str, mode: str) -> str:

@@ -121,4 +121,3 @@ class BaselineConfig(ModeConfig):
 def baseline(context: AugmenterContext) -> Augmenter:
     """``mode=baseline``: no augmentation."""
     return NoAugmentation()
-

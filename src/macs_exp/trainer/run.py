@@ -126,7 +126,9 @@ def _report(result: TrainResult, agent: Agent, tracker: Tracker, output_dir: Pat
     agent.save(output_dir / "agent.pt")
     # The key metric, and recall beside precision on the offline datasets.
     shown = [k for k in (result.key_metric, "test/recall") if k in result.history]
-    curve = plot_learning_curve({k: result.history[k] for k in shown}, output_dir / "learning_curve.png", title)
+    curve = plot_learning_curve(
+        {k: result.history[k] for k in shown}, output_dir / "learning_curve.png", title
+    )
     for path in (curve, output_dir / "agent.pt", output_dir / "best_agent.pt"):
         if path.exists():
             tracker.log_artifact(path, "checkpoints" if path.suffix == ".pt" else None)

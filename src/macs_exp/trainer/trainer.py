@@ -134,7 +134,9 @@ class Trainer:
         next_obs = _tensor(next_np)
         # Bootstrapping needs the true last observation of a finished episode, not the first
         # observation of its replacement.
-        real_next = _tensor(np.where(done_np[:, None], info["final_obs"], next_np)) if done_np.any() else next_obs
+        real_next = (
+            _tensor(np.where(done_np[:, None], info["final_obs"], next_np)) if done_np.any() else next_obs
+        )
         real = Transitions(
             loop.obs,
             actions,
@@ -158,7 +160,9 @@ class Trainer:
             loop.returns[done_np] = 0.0
             loop.lengths[done_np] = 0
             hook = self.augmenter.episodes_ended
-            window.paused += self._paused(lambda: hook(self.agent, returns, lengths, loop.steps), loop.steps, result)
+            window.paused += self._paused(
+                lambda: hook(self.agent, returns, lengths, loop.steps), loop.steps, result
+            )
 
     def _paused(self, work: Callable[[], dict[str, float] | None], steps: int, result: TrainResult) -> float:
         """Runs work done outside the loop, logs the metrics it returns, returns its wall time."""
