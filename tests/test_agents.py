@@ -5,10 +5,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import transitions
 import torch
 from omegaconf import OmegaConf
 
+from conftest import transitions
 from macs_exp.agents import DivergenceError, make_agent
 from macs_exp.agents.buffer import ReplayBuffer
 from macs_exp.app import compose_config

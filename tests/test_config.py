@@ -7,9 +7,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from macs_exp.app import compose_config
 from macs_exp.agents.sac import SACConfig
 from macs_exp.agents.td3 import DDPGConfig, TD3Config
+from macs_exp.app import compose_config
 
 
 def test_defaults_are_the_papers_settings() -> None:

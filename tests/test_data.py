@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_script
-from macs_exp.data.config import DataConfig
-from macs_exp.envs.config import RatingEnvConfig, TableConfig
 from macs_exp.data import DataError, RatingData, load_rating_data, read_ratings, resolve_source
+from macs_exp.data.config import DataConfig
 from macs_exp.data.preprocess import item_factors
+from macs_exp.envs.config import RatingEnvConfig, TableConfig
 
 NAN = math.nan
 

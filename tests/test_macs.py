@@ -8,10 +8,10 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import transitions
 import torch
 from omegaconf import OmegaConf
 
+from conftest import transitions
 from macs_exp.agents import make_agent
 from macs_exp.app import compose_config
 from macs_exp.envs.base import env_info

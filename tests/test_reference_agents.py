@@ -9,12 +9,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import transitions
 import torch
 
+from conftest import transitions
 from macs_exp.agents import Agent
-from macs_exp.agents.reference import PopularPolicy, RandomPolicy
 from macs_exp.agents.base import OffPolicyConfig
+from macs_exp.agents.reference import PopularPolicy, RandomPolicy
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.metrics import ranking_metrics

@@ -20,8 +20,8 @@ from scipy.stats import ttest_ind
 from macs_exp.reports.runs import (
     learning_algos,
     mode_order,
-    reference_algos,
     ordered,
+    reference_algos,
     row_label,
 )
 
