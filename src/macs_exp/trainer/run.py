@@ -94,9 +94,7 @@ def _train(
         # trainer.eval_episodes users from the evaluation stream.
         eval_env = make_env(None, "test") if data is not None else make_env(config.trainer.eval_episodes)
         ranking = (
-            functools.partial(ranking_metrics, users=eval_env.users, data=data)
-            if data is not None
-            else None
+            functools.partial(ranking_metrics, users=eval_env.users, data=data) if data is not None else None
         )
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
