@@ -33,6 +33,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python scripts/bench_throughput.py

@@ -44,7 +44,7 @@ def _main(cfg: DictConfig) -> float | None:
             sweep,
             hydra_cfg.job.num,
             sweep.job_tags(hydra_cfg.job.num, hydra_cfg.overrides.task),
-            logging_config if isinstance(logging_config, dict) else None,  # type: ignore[arg-type]
+            {str(k): v for k, v in logging_config.items()} if isinstance(logging_config, dict) else None,
         )
     try:
         configure_torch(to_config(cfg).trainer.torch_threads)

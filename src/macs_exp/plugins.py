@@ -29,7 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Plugin:
     name: str
     # The structured-config dataclass of its YAML group option.
-    schema: type
+    schema: type[Any]
     # Agents: the class, called as (cfg, observation_space, action_space, device, seed).
     # Modes: called as (context) and returns the augmenter (see ``macs_exp.trainer.augmenter``).
     factory: Callable[..., Any]

@@ -10,7 +10,11 @@ its full key (``macs.algo.gamma``), known only where the config is walked from t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+S = TypeVar("S")
 
 
 class UserError(Exception):
@@ -52,3 +56,12 @@ def _shown(value: Any) -> str:
         # A nested schema (an agent under macs.algo) is shown by the option that chose it.
         return str(getattr(value, "name", type(value).__name__))
     return str(value).replace(" ", "") if isinstance(value, list) else str(value)
+
+
+def as_schema(node: Any, schema: type[S]) -> S:
+    """One config node as its schema's object (``cfg.tracking`` as a ``TrackingConfig``), for
+    the code that must read part of a config that as a whole may not be valid (a failed job)."""
+    obj = OmegaConf.to_object(node)
+    if not isinstance(obj, schema):
+        raise TypeError(f"expected a {schema.__name__} node, got {type(obj).__name__}")
+    return obj

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import torch
@@ -43,7 +43,7 @@ class OffPolicyConfig(AgentConfig):
     # per user-step collected since the last update.
     train_freq: int = MISSING
     gradient_steps: int = MISSING
-    net_arch: list[int] = field(default_factory=lambda: MISSING)  # type: ignore[arg-type]
+    net_arch: list[int] = MISSING
 
     def rules(self) -> Rules:
         return {
@@ -228,9 +228,11 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
+        # Every parameter has a gradient here: the caller has just run backward on its loss.
+        grads = cast(list[torch.Tensor], [p.grad for p in self.params])
         adam(
             self.params,
-            [p.grad for p in self.params],
+            grads,
             self.exp_avg,
             self.exp_avg_sq,
             [],
@@ -259,8 +261,8 @@ class SoftUpdate:
     """Polyak averaging ``target <- (1 - tau) target + tau source`` in one fused call."""
 
     def __init__(self, target: nn.Module, source: nn.Module, tau: float) -> None:
-        self.target = list(target.parameters())
-        self.source = list(source.parameters())
+        self.target: list[torch.Tensor] = list(target.parameters())
+        self.source: list[torch.Tensor] = list(source.parameters())
         self.tau = tau
 
     @torch.no_grad()

@@ -26,10 +26,12 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, net_arch: list[int]) -> None:
         super().__init__()
         dims = [in_dim, *net_arch, out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        # The same modules as a typed list, for the forward pass.
+        self._linears = [nn.Linear(a, b) for a, b in itertools.pairwise(dims)]
+        self.layers = nn.ModuleList(self._linears)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *hidden, last = self.layers
+        *hidden, last = self._linears
         for layer in hidden:
             x = F.relu(F.linear(x, layer.weight, layer.bias))
         return F.linear(x, last.weight, last.bias)
@@ -58,11 +60,12 @@ class QEnsemble(nn.Module):
         super().__init__()
         self.n_critics = n_critics
         dims = [obs_dim + act_dim, *net_arch, 1]
-        self.layers = nn.ModuleList(EnsembleLinear(n_critics, a, b) for a, b in itertools.pairwise(dims))
+        self._members = [EnsembleLinear(n_critics, a, b) for a, b in itertools.pairwise(dims)]
+        self.layers = nn.ModuleList(self._members)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, actions], dim=-1).expand(self.n_critics, -1, -1)
-        *hidden, last = self.layers
+        *hidden, last = self._members
         for layer in hidden:
             x = F.relu(torch.baddbmm(layer.bias, x, layer.weight))
         return torch.baddbmm(last.bias, x, last.weight).squeeze(-1)

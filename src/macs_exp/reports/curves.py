@@ -11,12 +11,17 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from macs_exp.metrics import KEY_METRICS
 from macs_exp.reports.runs import learning_algos, mode_order, ordered, reference_algos, row_label
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from mlflow.tracking import MlflowClient
+
 
 FIGURES = ("fig4", "fig5", "fig6")
 # The first of these a FINISHED run of an env logged is what that env's figure shows.
@@ -126,7 +131,9 @@ def finals(
     return aggregate(frame, last, panel_by, line_by).drop(columns="step")
 
 
-def fetch_histories(client, run_ids: Iterable[str], key: str) -> dict[str, list[tuple[int, float]]]:  # type: ignore[no-untyped-def]
+def fetch_histories(
+    client: MlflowClient, run_ids: Iterable[str], key: str
+) -> dict[str, list[tuple[int, float]]]:
     """One ``get_metric_history`` call per run, sorted by step; a step logged twice keeps its
     latest value, so that a run counts once toward n."""
     histories = {}
@@ -203,7 +210,7 @@ def _pick_metric(runs: pd.DataFrame, metric: str | None) -> str | None:
 
 
 def write_figures(
-    client,  # type: ignore[no-untyped-def]
+    client: MlflowClient,
     runs: pd.DataFrame,
     *,
     experiment: str,
@@ -313,7 +320,7 @@ def plot_curves(
     return path
 
 
-def _plot_finals(ax, final: pd.DataFrame, sweep: Sweep, *, ylabel: str) -> None:  # type: ignore[no-untyped-def]
+def _plot_finals(ax: Axes, final: pd.DataFrame, sweep: Sweep, *, ylabel: str) -> None:
     for panel, points in final.groupby("panel", sort=True, observed=True):
         ax.errorbar(
             points["line"], points["mean"], yerr=points["std"], marker="o", capsize=4, label=str(panel)

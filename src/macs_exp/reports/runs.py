@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,18 +19,22 @@ from macs_exp import plugins
 from macs_exp.tracking.mlflow_tracker import search_all
 from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
 # Columns of load_runs, before the metric:<key> and param:<key> columns.
 RUN_COLUMNS = ("run_id", "status", "sweep_id", "algo", "mode", "env", "seed", "start_time", "end_time")
 SWEEP_COLUMNS = ("run_id", "status", "sweep_id", "start_time", "end_time")
 
 
-def open_client(tracking_uri: str):  # type: ignore[no-untyped-def]
+def open_client(tracking_uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(client, experiment: str) -> str:  # type: ignore[no-untyped-def]
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
@@ -41,7 +46,7 @@ def _experiment_id(client, experiment: str) -> str:  # type: ignore[no-untyped-d
 
 
 def load_runs(
-    client,  # type: ignore[no-untyped-def]
+    client: MlflowClient,
     experiment: str,
     sweep_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
@@ -76,7 +81,7 @@ def load_runs(
     return frame.sort_values(["start_time", "run_id"], ignore_index=True) if rows else frame
 
 
-def load_selection(client, experiment: str, sweep_ids: Sequence[str] | None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def load_selection(client: MlflowClient, experiment: str, sweep_ids: Sequence[str] | None) -> pd.DataFrame:
     """``load_runs``, but an empty selection is an error too: a table of nothing but holes
     would only hide a wrong ``--experiment`` or ``--sweep-id``."""
     frame = load_runs(client, experiment, sweep_ids)
@@ -90,7 +95,7 @@ def load_selection(client, experiment: str, sweep_ids: Sequence[str] | None) -> 
     return frame
 
 
-def load_sweeps(client, experiment: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def load_sweeps(client: MlflowClient, experiment: str) -> pd.DataFrame:
     """The sweeps' parent runs (``role=sweep``) of ``experiment``, oldest first."""
     rows = [
         {
@@ -163,7 +168,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def log_to_sweeps(
-    client,  # type: ignore[no-untyped-def]
+    client: MlflowClient,
     experiment: str,
     sweep_ids: Iterable[str],
     paths: Iterable[Path],

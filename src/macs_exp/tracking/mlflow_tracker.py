@@ -71,11 +71,12 @@ def _uri(uri: str | None, folder: str) -> str:
 def default_tracking_uri() -> str:
     """The store ``python -m macs_exp`` logs to from this directory with the shipped tracking
     option, read from its YAML: reports find it without composing the app."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from macs_exp.paths import CONF_DIR
 
     conf = OmegaConf.load(CONF_DIR / "tracking" / "mlflow.yaml")
+    assert isinstance(conf, DictConfig)
     return _uri(conf.get("uri"), str(conf.get("dir")))
 
 

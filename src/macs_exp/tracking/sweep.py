@@ -17,15 +17,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from macs_exp.metrics import KEY_METRICS
+from macs_exp.schema import as_schema
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import ensure_experiment, search_all, tracked_run, tracking_uri
 from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 
 log = logging.getLogger("macs_exp")
 
@@ -99,7 +104,7 @@ def close_lost_job(
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def _client(cfg: TrackingConfig):  # type: ignore[no-untyped-def]
+def _client(cfg: TrackingConfig) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri(cfg))
@@ -143,7 +148,7 @@ class SweepCallback(Callback):
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        tracking: TrackingConfig = OmegaConf.to_object(config.tracking)  # type: ignore[assignment]
+        tracking: TrackingConfig = as_schema(config.tracking, TrackingConfig)
         self.tracking = tracking
         self._owner = os.getpid()
         self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp.config import to_config
-from macs_exp.schema import UserError
+from macs_exp.schema import UserError, as_schema
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.tracking.sweep import SweepContext, close_lost_job, record_failed_job
@@ -119,7 +119,7 @@ def run_sweep_job(
     log.error("job %d %s (out of memory?); its run is closed as FAILED and the sweep goes on", job_num, why)
     from macs_exp.trainer.run import run_tags
 
-    tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
+    tracking: TrackingConfig = as_schema(cfg.tracking, TrackingConfig)
     close_lost_job(tracking, sweep, job_num, {**run_tags(cfg), **tags}, OmegaConf.to_yaml(cfg), why)
     return None
 
@@ -147,7 +147,7 @@ def _child(
             log.error("job %d failed: %s", job_num, exc)
         else:
             log.exception("job %d failed", job_num)
-        tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
+        tracking: TrackingConfig = as_schema(cfg.tracking, TrackingConfig)
         all_tags = {**run_tags(cfg), **tags}
         record_failed_job(tracking, sweep, job_num, all_tags, OmegaConf.to_yaml(cfg), exc)
         sender.send(("failed", None))

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +30,7 @@ from macs_exp.data.dataset import RatingData
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.config import RatingEnvConfig
 from macs_exp.envs.factory import make_batched_env
+from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.metrics import ranking_metrics
 from macs_exp.schema import ConfigError
 from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
@@ -94,7 +96,9 @@ def _train(
         # trainer.eval_episodes users from the evaluation stream.
         eval_env = make_env(None, "test") if data is not None else make_env(config.trainer.eval_episodes)
         ranking = (
-            functools.partial(ranking_metrics, users=eval_env.users, data=data) if data is not None else None
+            functools.partial(ranking_metrics, users=_served_users(eval_env), data=data)
+            if data is not None
+            else None
         )
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
@@ -149,6 +153,13 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         "pid": str(os.getpid()),
         **_git_tags(),
     }
+
+
+def _served_users(env: BatchedEnv) -> np.ndarray:
+    """The user of each slot of a rating env's test split, which the ranking metrics score."""
+    if not isinstance(env, RatingVecEnv):
+        raise TypeError(f"a rating dataset is served by {RatingVecEnv.__name__}, not {type(env).__name__}")
+    return env.users
 
 
 def _rating_data(config: Config) -> RatingData | None:
