@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from macs_exp.app import compose_config
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.envs.virtual_taobao import VirtualTaobaoEnv, VirtualTaobaoVecEnv
+from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import run_experiment
 
 ALGOS = ("ddpg", "sac", "td3")
@@ -263,7 +263,8 @@ def main() -> None:
     if args.sb3_worker:
         print(sb3_rate(args.sb3_worker, args.steps, args.overrides))
         return
-    torch.set_num_threads(args.threads)
+    # The process settings every training process starts with (threads, subnormals flushed).
+    configure_torch(args.threads)
 
     if "env" in args.only:
         single = single_env_rate(5000)
@@ -290,7 +291,7 @@ def main() -> None:
         theirs = sb3_out_of_the_box(algo, args.steps, args.overrides)
         emit(f"sb3_{algo}_steps_per_s", theirs, "steps/s")
         emit(f"trainer_speedup_vs_sb3_{algo}", ours / theirs, "ratio")
-        # run_experiment already set this process's threads and subnormal flushing.
+        # configure_torch already set this process's threads and subnormal flushing.
         tuned = sb3_rate(algo, args.steps, args.overrides)
         emit(f"sb3_tuned_{algo}_steps_per_s", tuned, "steps/s")
         emit(f"trainer_speedup_vs_sb3_tuned_{algo}", ours / tuned, "ratio")

@@ -14,6 +14,7 @@ import logging
 import tempfile
 
 from macs_exp.app import compose_config
+from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import run_experiment
 
 # rl-baselines3-zoo's Pendulum-v1 entries; everything not listed is SB3's default.
@@ -61,8 +62,10 @@ def main() -> None:
         *SB3_DEFAULTS,
         *ZOO[args.algo],
     ]
+    cfg = compose_config(overrides)
+    configure_torch(cfg.trainer.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_experiment(compose_config(overrides), tmp)
+        result = run_experiment(cfg, tmp)
     print(f"pendulum {args.algo} mean_return={result.final_eval['eval/episode_reward']:.1f}")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from macs_exp.agents import Transitions
+from macs_exp.trainer.process import configure_torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(autouse=True)
 def _single_thread() -> None:
-    torch.set_num_threads(1)
+    # What every training process sets where it starts (the CLI, a sweep job).
+    configure_torch(1)
 
 
 @pytest.fixture

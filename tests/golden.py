@@ -16,9 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from macs_exp.app import compose_config
+from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import run_experiment
 
 ALGOS = ("ddpg", "sac", "td3")
@@ -58,7 +57,7 @@ def key(algo: str, mode: str, env: str) -> str:
 
 def histories(algo: str, mode: str, env: str, workdir: Path) -> dict[str, list[list[float]]]:
     """The run's metric histories, ``{metric: [[user_step, value], ...]}``, timing left out."""
-    torch.set_num_threads(1)
+    configure_torch(1)
     overrides = [f"algo={algo}", f"mode={mode}", f"env={env}", *BUDGET]
     overrides += [f"expert.cache_dir={workdir / 'experts'}", f"data.cache_dir={workdir / 'cache'}"]
     result = run_experiment(compose_config(overrides), workdir / key(algo, mode, env).replace("/", "_"))
