@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
-from macs_exp.agents import Agent, AgentConfig, Policy, Transitions
+from macs_exp.agents import AgentConfig, Policy, Transitions
 from macs_exp.envs.base import BatchedEnv, env_info
 from macs_exp.macs.config import MacsConfig
 from macs_exp.macs.synthesis import Counterfactuals, Synthesizer
-from macs_exp.trainer.augmenter import AugmenterContext
+from macs_exp.trainer.augmenter import AugmenterContext, NoAugmentation
 
 # pi_c's agent and stage-2 env draw from streams offset from the run's seed, so they never
 # replay the recommender's random numbers.
@@ -49,7 +48,7 @@ class CounterfactualStats:
         return metrics
 
 
-class MacsAugmenter:
+class MacsAugmenter(NoAugmentation):
     """Stage 3 of Algorithm 1: once pi_c is trained, every real transition gets a twin
     (s_c, a_t, s_{t+1}, r_c), asked from the env before the real step. The modes differ in when
     pi_c is trained (stage 2): ``start`` (expert) or ``episodes_ended`` (joint)."""
@@ -58,9 +57,6 @@ class MacsAugmenter:
         self.synthesizer = synthesizer
         self.stats = CounterfactualStats()
         self._pending: Counterfactuals | None = None
-
-    def start(self, agent: Agent) -> dict[str, float]:
-        return {}
 
     def before_step(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> None:
         # Asked before the real step, from a snapshot the query restores.
@@ -82,11 +78,6 @@ class MacsAugmenter:
         )
         self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v])
         return [twins]
-
-    def episodes_ended(
-        self, agent: Agent, returns: np.ndarray, lengths: np.ndarray, steps: int
-    ) -> dict[str, float]:
-        return {}
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()

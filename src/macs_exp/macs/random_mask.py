@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from omegaconf import MISSING
 
 from macs_exp import plugins
-from macs_exp.agents import Agent, Transitions
-from macs_exp.envs.base import BatchedEnv
+from macs_exp.agents import Transitions
 from macs_exp.macs.augment import CounterfactualStats
 from macs_exp.schema import Rules
-from macs_exp.trainer.augmenter import AugmenterContext, ModeConfig
+from macs_exp.trainer.augmenter import AugmenterContext, ModeConfig, NoAugmentation
 
 
 def random_mask(obs: torch.Tensor, mask_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -40,7 +38,7 @@ class RandomMaskConfig(ModeConfig):
         return {"mask_prob": (0 <= self.mask_prob <= 1, "in [0, 1]")}
 
 
-class RandomMaskAugmenter:
+class RandomMaskAugmenter(NoAugmentation):
     """Every real transition also gets a twin whose state is masked (same action, reward and
     next state): augmentation of the same volume as MACS's, made without a policy."""
 
@@ -49,23 +47,12 @@ class RandomMaskAugmenter:
         self.generator = torch.Generator().manual_seed(seed)
         self.stats = CounterfactualStats()
 
-    def start(self, agent: Agent) -> dict[str, float]:
-        return {}
-
-    def before_step(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> None:
-        return None
-
     def after_step(self, real: Transitions) -> list[Transitions]:
         masked = random_mask(real.obs, self.mask_prob, self.generator)
         self.stats.add(len(real), len(real))
         return [
             Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)
         ]
-
-    def episodes_ended(
-        self, agent: Agent, returns: np.ndarray, lengths: np.ndarray, steps: int
-    ) -> dict[str, float]:
-        return {}
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()

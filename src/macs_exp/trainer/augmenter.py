@@ -92,7 +92,8 @@ class AugmenterContext:
 
 
 class NoAugmentation:
-    """Plain training: adds nothing, logs nothing."""
+    """Plain training: adds nothing, logs nothing. Augmenters derive from it to inherit the
+    hooks they leave alone."""
 
     def start(self, agent: Agent) -> dict[str, float]:
         return {}
