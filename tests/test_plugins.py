@@ -330,3 +330,20 @@ def test_a_reference_agent_needs_no_schedule_or_buffer_in_the_loop(tmp_path: Pat
     cfg = compose_config(["algo=random", "mode=baseline", "tracking.enabled=false", *trainer_only])
     result = run_experiment(cfg, tmp_path / "run")
     assert "train/critic_loss" not in result.history and result.steps == 400
+
+
+@pytest.mark.slow
+def test_a_sweep_job_with_a_bad_value_logs_the_message_alone(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "macs_exp", "-m", "algo.batch_size=0", "trainer.total_steps=10"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr  # the sweep reports a job that did not finish
+    output = proc.stdout + proc.stderr
+    assert "job 0 failed: algo.batch_size=0 is invalid: it must be at least 1" in output
+    assert "Traceback" not in output
+    (traceback_file,) = (tmp_path / "outputs" / "mlartifacts").rglob("traceback.txt")
+    assert "algo.batch_size=0 is invalid" in traceback_file.read_text()
