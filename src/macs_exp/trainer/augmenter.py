@@ -71,7 +71,7 @@ class TrainRun(Protocol):
     def __call__(self, cfg: DictConfig, output_dir: Path, *, tags: Mapping[str, str]) -> TrainResult: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AugmenterContext:
     """What a mode's factory may use to build its augmenter."""
 

@@ -18,7 +18,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,7 +37,7 @@ from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
-from macs_exp.trainer.trainer import Trainer
+from macs_exp.trainer.trainer import Ranking, Trainer
 
 log = logging.getLogger("macs_exp")
 
@@ -95,18 +94,22 @@ def _train(
         # Offline datasets evaluate every test user on the test split; simulators draw
         # trainer.eval_episodes users from the evaluation stream.
         eval_env = make_env(None, "test") if data is not None else make_env(config.trainer.eval_episodes)
-        ranking = (
-            functools.partial(ranking_metrics, users=_served_users(eval_env), data=data)
-            if data is not None
-            else None
-        )
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
             return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed)
 
         agent = agent_for(config.algo, config.seed)
         context = AugmenterContext(
-            raw, config, env, make_env, agent_for, device, config.seed, tracker, run_experiment, output_dir
+            raw=raw,
+            cfg=config,
+            env=env,
+            make_env=make_env,
+            make_agent=agent_for,
+            device=device,
+            seed=config.seed,
+            tracker=tracker,
+            train_run=run_experiment,
+            output_dir=output_dir,
         )
         trainer = Trainer(
             agent=agent,
@@ -118,7 +121,7 @@ def _train(
             checkpoint_dir=output_dir,
             augmenter=plugins.mode_plugin(config.mode.name).factory(context),
             progress=progress,
-            ranking=ranking,
+            ranking=None if data is None else _ranking(eval_env, data),
         )
         return agent, trainer.train()
 
@@ -155,11 +158,13 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def _served_users(env: BatchedEnv) -> np.ndarray:
-    """The user of each slot of a rating env's test split, which the ranking metrics score."""
-    if not isinstance(env, RatingVecEnv):
-        raise TypeError(f"a rating dataset is served by {RatingVecEnv.__name__}, not {type(env).__name__}")
-    return env.users
+def _ranking(eval_env: BatchedEnv, data: RatingData) -> Ranking:
+    """The Table I metrics of what the test split's slots (one per test user) were shown."""
+    if not isinstance(eval_env, RatingVecEnv):
+        raise TypeError(
+            f"a rating dataset is served by {RatingVecEnv.__name__}, not {type(eval_env).__name__}"
+        )
+    return functools.partial(ranking_metrics, users=eval_env.users, data=data)
 
 
 def _rating_data(config: Config) -> RatingData | None:
