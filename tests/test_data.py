@@ -458,6 +458,17 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert cached == [".json"] * 5 + [".npz"] * 5  # and no temporary files left behind
 
 
+def test_cache_file_names_are_unchanged(tmp_path: Path) -> None:
+    # Pinned to the names written before the key code moved to macs_exp.cache: a change here
+    # would silently orphan every cache already on disk.
+    douban_file(tmp_path / "douban", [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
+    load_rating_data(env_cfg(tmp_path / "douban", "douban_book"), data_cfg(tmp_path), 0)
+    write(tmp_path / "table" / "ratings.csv", b"1,1,3,10\n1,2,4,11\n2,1,5,12\n2,2,1,13\n")
+    load_rating_data(env_cfg(tmp_path / "table", "table"), data_cfg(tmp_path), 7)
+    names = sorted(p.stem for p in (tmp_path / "cache").glob("*.npz"))
+    assert names == ["douban_book-b4fcdbd9bf28d9b0a7388b0e", "table-ce542c80c1e37c12c628356f"]
+
+
 def test_unreadable_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     douban_file(tmp_path, [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
     cfg, dcfg = env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path)

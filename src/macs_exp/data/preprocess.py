@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -31,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from macs_exp.cache import atomic_write, content_key
 from macs_exp.data.dataset import RatingData
 from macs_exp.data.loaders import DataError, RatingSource, read_ratings, resolve_source
 
@@ -59,9 +58,7 @@ def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
     """
     source = resolve_source(env_cfg)
     params = _cache_params(env_cfg, data_cfg, seed, source)
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    cache_dir = Path(data_cfg.cache_dir)
-    npz_path = cache_dir / f"{source.format}-{key[:24]}.npz"
+    npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"
     json_path = npz_path.with_suffix(".json")
     cached = _load_cache(npz_path, json_path, env_cfg.name)
     if cached is not None:
@@ -128,19 +125,6 @@ def _cache_params(env_cfg: Any, data_cfg: Any, seed: int, source: RatingSource) 
     return params
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Writes via a temporary file in the same folder, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_cache(data: RatingData, npz_path: Path, json_path: Path, params: dict[str, Any]) -> None:
     meta = {
         "n_users": data.n_users,
@@ -152,8 +136,8 @@ def _save_cache(data: RatingData, npz_path: Path, json_path: Path, params: dict[
         "params": params,
     }
     # The json goes first: a present .npz then implies a complete pair.
-    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
-    _atomic_write(npz_path, lambda f: np.savez(f, **{k: getattr(data, k) for k in _ARRAYS}))
+    atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    atomic_write(npz_path, lambda f: np.savez(f, **{k: getattr(data, k) for k in _ARRAYS}))
 
 
 def _load_cache(npz_path: Path, json_path: Path, name: str) -> RatingData | None:
