@@ -150,7 +150,6 @@ def synthetic_rating_data(n_users: int, n_items: int, feature_dim: int, seed: in
         n_users=n_users,
         n_items=n_items,
         item_features=features,
-        item_popularity=popularity,
         train_indptr=np.concatenate(([0], np.cumsum(train_counts))),
         train_items=items[~is_test],
         train_ratings=ratings[~is_test],

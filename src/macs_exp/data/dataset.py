@@ -24,8 +24,6 @@ class RatingData:
     # last coordinate holding the item's training popularity scaled to [0, 1], so that a policy
     # can rank items by popularity with a single action direction (the "popular" reference).
     item_features: np.ndarray
-    # Training interaction counts per item (n_items,), int64.
-    item_popularity: np.ndarray
     train_indptr: np.ndarray
     train_items: np.ndarray
     train_ratings: np.ndarray

@@ -37,9 +37,10 @@ log = logging.getLogger("macs_exp")
 
 # Bump whenever a change here alters what a cached dataset contains, so old caches miss.
 CACHE_VERSION = 1
+# The arrays a cache file holds. Caches written before item_popularity was dropped still hold
+# it as well; it is simply not read, so they stay valid.
 _ARRAYS = (
     "item_features",
-    "item_popularity",
     "train_indptr",
     "train_items",
     "train_ratings",
@@ -216,7 +217,7 @@ def build_rating_data(
     train, test = ~is_test, is_test
     train_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[train], minlength=n_users))])
     test_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[test], minlength=n_users))])
-    popularity = np.bincount(items[train], minlength=n_items).astype(np.int64)
+    popularity = np.bincount(items[train], minlength=n_items)
 
     factors = item_factors(users[train], items[train], ratings[train], n_users, n_items, embedding_dim, seed)
     popularity_coord = (popularity / max(int(popularity.max()), 1)).astype(np.float32)
@@ -237,7 +238,6 @@ def build_rating_data(
         n_users=n_users,
         n_items=n_items,
         item_features=item_features.astype(np.float32),
-        item_popularity=popularity,
         train_indptr=train_indptr.astype(np.int64),
         train_items=items[train],
         train_ratings=ratings[train].astype(np.float32),
