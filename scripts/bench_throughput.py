@@ -194,7 +194,7 @@ def bench_preprocessing(data_root: Path) -> None:
             cfg = compose_config([*overrides, f"env.data_dir={data_dir}", f"data.cache_dir={cache_dir}"])
             for phase in ("cold", "cached"):
                 start = time.perf_counter()
-                load_rating_data(cfg.env, cfg.data, cfg.seed)
+                load_rating_data(cfg.env, cfg.data)
                 emit(f"preprocess_{name}_{phase}_s", time.perf_counter() - start, "s")
 
 

@@ -23,7 +23,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ import torch
 from macs_exp.cache import atomic_write, content_key
 from macs_exp.data.dataset import RatingData
 from macs_exp.data.loaders import DataError, RatingSource, read_ratings, resolve_source
+
+if TYPE_CHECKING:
+    from macs_exp.config import DataConfig, RatingEnvConfig
 
 log = logging.getLogger("macs_exp")
 
@@ -51,14 +54,19 @@ _ARRAYS = (
 _TABLE_KEYS = ("file", "sep", "user_col", "item_col", "rating_col", "timestamp_col", "header", "encoding")
 
 
-def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
-    """The preprocessed dataset ``env_cfg`` (a ``RatingEnvConfig``) describes, from cache if possible.
+def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig, seed: int | None = None) -> RatingData:
+    """The preprocessed dataset ``env_cfg`` describes, from ``data_cfg.cache_dir`` if possible.
 
-    ``data_cfg`` is a ``DataConfig``; ``seed`` drives the split of datasets without timestamps and
-    the SVD's random start, so it is part of the cache key.
+    ``data_cfg.split_seed`` drives the split of datasets without timestamps and the SVD's random
+    start, so it is part of the cache key. ``seed`` is transitional: it exists only for
+    trainer/run.py, which still passes ``data_cfg.split_seed``; delete it once that call is
+    ``load_rating_data(env_cfg, data_cfg)``. Any other value is an error rather than a second
+    source of the seed.
     """
+    if seed is not None and seed != data_cfg.split_seed:
+        raise ValueError(f"seed={seed} differs from data.split_seed={data_cfg.split_seed}; drop the argument")
     source = resolve_source(env_cfg)
-    params = _cache_params(env_cfg, data_cfg, seed, source)
+    params = _cache_params(env_cfg, data_cfg, source)
     npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"
     json_path = npz_path.with_suffix(".json")
     cached = _load_cache(npz_path, json_path, env_cfg.name)
@@ -81,7 +89,7 @@ def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
         min_item_ratings=int(env_cfg.min_item_ratings),
         test_fraction=float(env_cfg.test_fraction),
         embedding_dim=int(env_cfg.embedding_dim),
-        seed=seed,
+        seed=int(data_cfg.split_seed),
         stats=stats,
     )
     _save_cache(data, npz_path, json_path, params)
@@ -105,7 +113,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_params(env_cfg: Any, data_cfg: Any, seed: int, source: RatingSource) -> dict[str, Any]:
+def _cache_params(env_cfg: RatingEnvConfig, data_cfg: DataConfig, source: RatingSource) -> dict[str, Any]:
     """Everything the cached arrays depend on; the name is not, so it is set at load time."""
     params: dict[str, Any] = {
         "version": CACHE_VERSION,
@@ -117,7 +125,8 @@ def _cache_params(env_cfg: Any, data_cfg: Any, seed: int, source: RatingSource) 
         "min_item_ratings": int(env_cfg.min_item_ratings),
         "test_fraction": float(env_cfg.test_fraction),
         "embedding_dim": int(env_cfg.embedding_dim),
-        "seed": int(seed),
+        # data.split_seed, under the name the key has always used: renaming it would miss every cache.
+        "seed": int(data_cfg.split_seed),
         # A file with bad rows caches only under skip; under error the same file must raise.
         "on_bad_rows": data_cfg.on_bad_rows,
     }
