@@ -75,12 +75,7 @@ def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig, seed: int |
         return cached
     log.info("rating data cache miss: %s; preprocessing %s", npz_path, source.path)
     start = time.perf_counter()
-    frame, counts = read_ratings(source, data_cfg.on_bad_rows)
-    stats: dict[str, float] = {k: float(v) for k, v in counts.items()}
-    if source.format == "bookcrossing" and not env_cfg.keep_implicit:
-        implicit = frame["rating"].to_numpy() == 0
-        stats["implicit_dropped"] = float(implicit.sum())
-        frame = frame[~implicit]
+    frame, stats = _read_frame(env_cfg, source, data_cfg.on_bad_rows)
     data = build_rating_data(
         frame,
         name=env_cfg.name,
@@ -103,6 +98,20 @@ def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig, seed: int |
         time.perf_counter() - start,
     )
     return data
+
+
+def _read_frame(
+    env_cfg: RatingEnvConfig, source: RatingSource, on_bad_rows: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The file's ratings and the reader's counts; BookCrossing's implicit 0s are not ratings, so
+    they go unless ``env.keep_implicit``."""
+    frame, counts = read_ratings(source, on_bad_rows)
+    stats: dict[str, float] = {k: float(v) for k, v in counts.items()}
+    if source.format == "bookcrossing" and not env_cfg.keep_implicit:
+        implicit = frame["rating"].to_numpy() == 0
+        stats["implicit_dropped"] = float(implicit.sum())
+        frame = frame[~implicit]
+    return frame, stats
 
 
 def file_sha256(path: Path) -> str:
@@ -193,45 +202,13 @@ def build_rating_data(
     if embedding_dim < 1:
         raise DataError(f"env.embedding_dim={embedding_dim} must be at least 1")
     out_stats = dict(stats or {})
-    users, user_ids = pd.factorize(frame["user"], sort=True)
-    items, item_ids = pd.factorize(frame["item"], sort=True)
-    users, items = users.astype(np.int64), items.astype(np.int64)
-    ratings = frame["rating"].to_numpy(np.float64)
-    timestamps = frame["timestamp"].to_numpy(np.float64)
-
-    # A repeated (user, item) pair keeps its last row in file order: a later rating supersedes.
-    repeated = pd.Series(users * len(item_ids) + items).duplicated(keep="last").to_numpy()
-    out_stats["duplicates_dropped"] = float(repeated.sum())
-    keep = ~repeated
-    out_stats["users_before_filter"] = float(len(user_ids))
-    out_stats["items_before_filter"] = float(len(item_ids))
-    out_stats["ratings_before_filter"] = float(keep.sum())
-
-    # Each user needs one training and one test rating, hence at least 2 ratings.
-    keep, rounds = _k_core(users, items, keep, max(min_user_ratings, 2), max(min_item_ratings, 1))
-    out_stats["filter_rounds"] = float(rounds)
-    if not keep.any():
-        raise DataError(
-            f"{name}: no ratings left after filtering users with < {max(min_user_ratings, 2)} and items "
-            f"with < {max(min_item_ratings, 1)} ratings (out of {len(frame)}; a user needs at least 2, one "
-            "to train and one to test); lower env.min_user_ratings / env.min_item_ratings"
-        )
-    users, items, ratings, timestamps = users[keep], items[keep], ratings[keep], timestamps[keep]
-    users = _dense(users)
-    items = _dense(items)
+    users, items, ratings, timestamps = _filtered_ratings(
+        frame, name, min_user_ratings, min_item_ratings, out_stats
+    )
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
-
     is_test, order = _split(users, timestamps, n_users, test_fraction, seed, out_stats)
     users, items, ratings = users[order], items[order], ratings[order]
     train, test = ~is_test, is_test
-    train_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[train], minlength=n_users))])
-    test_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[test], minlength=n_users))])
-    popularity = np.bincount(items[train], minlength=n_items)
-
-    factors = item_factors(users[train], items[train], ratings[train], n_users, n_items, embedding_dim, seed)
-    popularity_coord = (popularity / max(int(popularity.max()), 1)).astype(np.float32)
-    item_features = np.concatenate([factors, popularity_coord[:, None]], axis=1)
-
     positive = ratings >= positive_threshold
     out_stats.update(
         users=float(n_users),
@@ -246,11 +223,13 @@ def build_rating_data(
         name=name,
         n_users=n_users,
         n_items=n_items,
-        item_features=item_features.astype(np.float32),
-        train_indptr=train_indptr.astype(np.int64),
+        item_features=_item_features(
+            users[train], items[train], ratings[train], n_users, n_items, embedding_dim, seed
+        ),
+        train_indptr=_indptr(users[train], n_users),
         train_items=items[train],
         train_ratings=ratings[train].astype(np.float32),
-        test_indptr=test_indptr.astype(np.int64),
+        test_indptr=_indptr(users[test], n_users),
         test_items=items[test],
         test_ratings=ratings[test].astype(np.float32),
         positive_threshold=float(positive_threshold),
@@ -258,6 +237,60 @@ def build_rating_data(
         rating_max=float(ratings.max()),
         stats=out_stats,
     )
+
+
+def _filtered_ratings(
+    frame: pd.DataFrame, name: str, min_user_ratings: int, min_item_ratings: int, stats: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The frame's users, items (both renumbered densely), ratings and timestamps, in file order,
+    without repeated pairs and after the k-core filter; the counts of each step go to ``stats``."""
+    users, user_ids = pd.factorize(frame["user"], sort=True)
+    items, item_ids = pd.factorize(frame["item"], sort=True)
+    users, items = users.astype(np.int64), items.astype(np.int64)
+    ratings = frame["rating"].to_numpy(np.float64)
+    timestamps = frame["timestamp"].to_numpy(np.float64)
+
+    # A repeated (user, item) pair keeps its last row in file order: a later rating supersedes.
+    repeated = pd.Series(users * len(item_ids) + items).duplicated(keep="last").to_numpy()
+    stats["duplicates_dropped"] = float(repeated.sum())
+    keep = ~repeated
+    stats["users_before_filter"] = float(len(user_ids))
+    stats["items_before_filter"] = float(len(item_ids))
+    stats["ratings_before_filter"] = float(keep.sum())
+
+    # Each user needs one training and one test rating, hence at least 2 ratings.
+    min_user, min_item = max(min_user_ratings, 2), max(min_item_ratings, 1)
+    keep, rounds = _k_core(users, items, keep, min_user, min_item)
+    stats["filter_rounds"] = float(rounds)
+    if not keep.any():
+        raise DataError(
+            f"{name}: no ratings left after filtering users with < {min_user} and items "
+            f"with < {min_item} ratings (out of {len(frame)}; a user needs at least 2, one "
+            "to train and one to test); lower env.min_user_ratings / env.min_item_ratings"
+        )
+    return _dense(users[keep]), _dense(items[keep]), ratings[keep], timestamps[keep]
+
+
+def _indptr(users: np.ndarray, n_users: int) -> np.ndarray:
+    """CSR row pointers of rows grouped by user: user u's rows are ``indptr[u]:indptr[u + 1]``."""
+    return np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))]).astype(np.int64)
+
+
+def _item_features(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_items: int,
+    embedding_dim: int,
+    seed: int,
+) -> np.ndarray:
+    """``RatingData.item_features`` from the training ratings: the SVD factors, then each item's
+    training popularity scaled to [0, 1]."""
+    factors = item_factors(users, items, ratings, n_users, n_items, embedding_dim, seed)
+    popularity = np.bincount(items, minlength=n_items)
+    popularity_coord = (popularity / max(int(popularity.max()), 1)).astype(np.float32)
+    return np.concatenate([factors, popularity_coord[:, None]], axis=1).astype(np.float32)
 
 
 def _k_core(
