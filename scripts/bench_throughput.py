@@ -150,7 +150,6 @@ def synthetic_rating_data(n_users: int, n_items: int, feature_dim: int, seed: in
         n_users=n_users,
         n_items=n_items,
         item_features=features,
-        item_popularity=popularity,
         train_indptr=np.concatenate(([0], np.cumsum(train_counts))),
         train_items=items[~is_test],
         train_ratings=ratings[~is_test],
@@ -195,7 +194,7 @@ def bench_preprocessing(data_root: Path) -> None:
             cfg = compose_config([*overrides, f"env.data_dir={data_dir}", f"data.cache_dir={cache_dir}"])
             for phase in ("cold", "cached"):
                 start = time.perf_counter()
-                load_rating_data(cfg.env, cfg.data, cfg.seed)
+                load_rating_data(cfg.env, cfg.data)
                 emit(f"preprocess_{name}_{phase}_s", time.perf_counter() - start, "s")
 
 

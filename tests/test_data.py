@@ -57,8 +57,8 @@ def env_cfg(data_dir: Path, fmt: str, **overrides: Any) -> RatingEnvConfig:
     return RatingEnvConfig(**{**fields, **overrides})
 
 
-def data_cfg(tmp_path: Path, on_bad_rows: str = "error") -> DataConfig:
-    return DataConfig(on_bad_rows=on_bad_rows, cache_dir=str(tmp_path / "cache"))
+def data_cfg(tmp_path: Path, on_bad_rows: str = "error", split_seed: int = 0) -> DataConfig:
+    return DataConfig(on_bad_rows=on_bad_rows, cache_dir=str(tmp_path / "cache"), split_seed=split_seed)
 
 
 def write(path: Path, data: bytes, gz: bool = False) -> Path:
@@ -156,13 +156,11 @@ def test_bookcrossing_bad_row_is_found_by_the_quote_aware_scan(tmp_path: Path) -
 def test_bookcrossing_implicit_zeros_dropped_unless_kept(tmp_path: Path) -> None:
     write(tmp_path / "BX-Book-Ratings.csv", BX)
     # Users need 2 ratings (one to train, one to test): without the 0s only 276727 has them.
-    explicit = load_rating_data(
-        env_cfg(tmp_path, "bookcrossing", positive_threshold=7), data_cfg(tmp_path), 0
-    )
+    explicit = load_rating_data(env_cfg(tmp_path, "bookcrossing", positive_threshold=7), data_cfg(tmp_path))
     assert explicit.stats["implicit_dropped"] == 2
     assert explicit.stats["users_before_filter"] == 3
     assert (explicit.n_users, explicit.n_items, explicit.rating_min, explicit.rating_max) == (1, 2, 7.0, 10.0)
-    kept = load_rating_data(env_cfg(tmp_path, "bookcrossing", keep_implicit=True), data_cfg(tmp_path), 0)
+    kept = load_rating_data(env_cfg(tmp_path, "bookcrossing", keep_implicit=True), data_cfg(tmp_path))
     assert "implicit_dropped" not in kept.stats
     assert (kept.n_users, kept.n_items, kept.rating_min, kept.rating_max) == (2, 4, 0.0, 10.0)
 
@@ -236,7 +234,7 @@ def test_skipped_bad_rows_are_counted_and_logged(tmp_path: Path, caplog: pytest.
     with pytest.raises(DataError, match=r"line 2: expected 4 fields"):
         read(env_cfg(tmp_path, "ml1m"))
     with caplog.at_level(logging.WARNING, logger="macs_exp"):
-        data = load_rating_data(env_cfg(tmp_path, "ml1m"), data_cfg(tmp_path, "skip"), 0)
+        data = load_rating_data(env_cfg(tmp_path, "ml1m"), data_cfg(tmp_path, "skip"))
     assert data.stats["bad_rows_skipped"] == 3
     assert data.stats["rows_read"] == 7
     assert any(
@@ -284,7 +282,7 @@ def test_filtering_repeats_until_stable(tmp_path: Path) -> None:
     ratings += [(3, 30, 4), (3, 20, 3), (3, 99, 4)]
     douban_file(tmp_path, ratings)
     cfg = env_cfg(tmp_path, "douban_book", min_user_ratings=3, min_item_ratings=2, test_fraction=0.3)
-    data = load_rating_data(cfg, data_cfg(tmp_path), 0)
+    data = load_rating_data(cfg, data_cfg(tmp_path))
     assert (data.n_users, data.n_items) == (2, 3)
     assert data.stats["users_before_filter"] == 3 and data.stats["items_before_filter"] == 5
     assert data.stats["filter_rounds"] == 4
@@ -304,7 +302,7 @@ def test_chronological_split_holds_out_each_users_latest(tmp_path: Path) -> None
     ratings += ["2\t2\t5\t900", "2\t1\t3\t100"]
     ratings += [f"3\t{i}\t4\t{t}" for i, t in [(1, 1), (5, 9), (2, 2), (4, 9), (3, 3)]]
     write(tmp_path / "u.data", ("\n".join(ratings) + "\n").encode())
-    data = load_rating_data(env_cfg(tmp_path, "ml100k"), data_cfg(tmp_path), 0)
+    data = load_rating_data(env_cfg(tmp_path, "ml100k"), data_cfg(tmp_path))
     # Dense item i is original item i + 1.
     assert all_items(data, 0) == ([0, 1, 2, 3, 4, 5], [6, 7])
     assert all_items(data, 1) == ([0], [1])
@@ -318,10 +316,10 @@ def test_chronological_split_holds_out_each_users_latest(tmp_path: Path) -> None
 def test_rounding_is_half_up_and_keeps_one_of_each(tmp_path: Path) -> None:
     ratings = [(1, i, 4) for i in range(3)] + [(2, i, 4) for i in range(10)]
     douban_file(tmp_path, ratings)
-    data = load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=0.5), data_cfg(tmp_path), 0)
+    data = load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=0.5), data_cfg(tmp_path))
     # 0.5 * 3 = 1.5 -> 2 test of 3; 0.5 * 10 -> 5.
     np.testing.assert_array_equal(np.diff(data.test_indptr), [2, 5])
-    high = load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=0.99), data_cfg(tmp_path), 0)
+    high = load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=0.99), data_cfg(tmp_path))
     np.testing.assert_array_equal(np.diff(high.train_indptr), [1, 1])
 
 
@@ -329,9 +327,9 @@ def test_random_split_is_seeded(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     douban_file(tmp_path, [(u, i, int(rng.integers(1, 6))) for u in range(10) for i in range(20)])
     cfg = env_cfg(tmp_path, "douban_book")
-    first = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c1")), 1)
-    again = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c2")), 1)
-    other = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c3")), 2)
+    first = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c1"), split_seed=1))
+    again = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c2"), split_seed=1))
+    other = load_rating_data(cfg, DataConfig("error", str(tmp_path / "c3"), split_seed=2))
     np.testing.assert_array_equal(first.test_items, again.test_items)
     np.testing.assert_array_equal(first.item_features, again.item_features)
     assert not np.array_equal(first.test_items, other.test_items)
@@ -348,7 +346,9 @@ def test_users_without_all_timestamps_are_shuffled(tmp_path: Path) -> None:
     write(tmp_path / "ratings.csv", ("\n".join(lines) + "\n").encode())
     table = table_cfg(user_col="user", item_col="item", rating_col="rating", timestamp_col="ts", header=True)
     cfg = env_cfg(tmp_path, "table", table=table)
-    runs = [load_rating_data(cfg, DataConfig("error", str(tmp_path / f"c{s}")), s) for s in range(4)]
+    runs = [
+        load_rating_data(cfg, DataConfig("error", str(tmp_path / f"c{s}"), split_seed=s)) for s in range(4)
+    ]
     # User 1 is timed: its latest are items 1 and 0 (timestamps 99, 100), whatever the seed.
     assert all(all_items(d, 0)[1] == [1, 0] for d in runs)
     assert runs[0].stats["users_with_timestamps"] == 1
@@ -358,7 +358,7 @@ def test_users_without_all_timestamps_are_shuffled(tmp_path: Path) -> None:
 
 def test_repeated_pairs_keep_the_last_row(tmp_path: Path) -> None:
     douban_file(tmp_path, [(1, 1, 2), (1, 2, 3), (1, 1, 5), (1, 3, 4), (2, 1, 1), (2, 2, 2)])
-    data = load_rating_data(env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path), 0)
+    data = load_rating_data(env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path))
     assert data.stats["duplicates_dropped"] == 1
     ratings = {}
     for user in range(2):
@@ -376,12 +376,12 @@ def test_item_features_shape_popularity_and_structure(tmp_path: Path) -> None:
     ratings += [(u, 12, 3) for u in range(3)]  # a rarely rated item
     douban_file(tmp_path, ratings)
     cfg = env_cfg(tmp_path, "douban_book", embedding_dim=3, positive_threshold=4)
-    data = load_rating_data(cfg, data_cfg(tmp_path), 0)
+    data = load_rating_data(cfg, data_cfg(tmp_path))
     features = data.item_features
     assert features.shape == (13, 4) and features.dtype == np.float32
     popularity = np.bincount(data.train_items, minlength=13)
-    np.testing.assert_array_equal(data.item_popularity, popularity)
-    np.testing.assert_allclose(features[:, -1], popularity / popularity.max(), rtol=1e-6)
+    # The last coordinate is the training popularity, scaled so that the most rated item has 1.
+    np.testing.assert_array_equal(features[:, -1], (popularity / popularity.max()).astype(np.float32))
     assert features[12, -1] < 1.0
     np.testing.assert_allclose(np.linalg.norm(features[:, :-1], axis=1), 1.0, atol=1e-5)
     # The top component splits the groups; the vectors' cosines follow the tastes.
@@ -404,11 +404,11 @@ def test_item_factors_pad_beyond_rank_and_zero_unrated_items() -> None:
 def test_invalid_settings_fail_clearly(tmp_path: Path) -> None:
     douban_file(tmp_path, [(1, 1, 3), (1, 2, 4)])
     with pytest.raises(DataError, match=r"test_fraction=1\.0"):
-        load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=1.0), data_cfg(tmp_path), 0)
+        load_rating_data(env_cfg(tmp_path, "douban_book", test_fraction=1.0), data_cfg(tmp_path))
     with pytest.raises(DataError, match="no ratings left"):
-        load_rating_data(env_cfg(tmp_path, "douban_book", min_item_ratings=2), data_cfg(tmp_path), 0)
+        load_rating_data(env_cfg(tmp_path, "douban_book", min_item_ratings=2), data_cfg(tmp_path))
     with pytest.raises(DataError, match="on_bad_rows='ignore'"):
-        load_rating_data(env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path, "ignore"), 0)
+        load_rating_data(env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path, "ignore"))
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -425,17 +425,17 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     douban_file(tmp_path, ratings)
     cfg, dcfg = env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path)
     with caplog.at_level(logging.INFO, logger="macs_exp"):
-        cold = load_rating_data(cfg, dcfg, 0)
-        warm = load_rating_data(cfg, dcfg, 0)
-        renamed = load_rating_data(env_cfg(tmp_path, "douban_book", name="other"), dcfg, 0)
-        load_rating_data(env_cfg(tmp_path, "douban_book", min_item_ratings=2), dcfg, 0)
-        load_rating_data(env_cfg(tmp_path, "douban_book", embedding_dim=3), dcfg, 0)
-        load_rating_data(cfg, dcfg, 1)
+        cold = load_rating_data(cfg, dcfg)
+        warm = load_rating_data(cfg, dcfg)
+        renamed = load_rating_data(env_cfg(tmp_path, "douban_book", name="other"), dcfg)
+        load_rating_data(env_cfg(tmp_path, "douban_book", min_item_ratings=2), dcfg)
+        load_rating_data(env_cfg(tmp_path, "douban_book", embedding_dim=3), dcfg)
+        load_rating_data(cfg, data_cfg(tmp_path, split_seed=1))
         path = tmp_path / "user_book.dat"
         first, rest = path.read_text().split("\n", 1)
         user, item, rating = first.split("\t")
         path.write_text(f"{user}\t{item}\t{int(rating) % 5 + 1}\n{rest}")
-        load_rating_data(cfg, dcfg, 0)
+        load_rating_data(cfg, dcfg)
     assert cache_events(caplog) == ["miss", "hit", "hit", "miss", "miss", "miss", "miss"]
     for field in (
         "item_features",
@@ -459,17 +459,37 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert cached == [".json"] * 5 + [".npz"] * 5  # and no temporary files left behind
 
 
+def test_cache_file_names_are_unchanged(tmp_path: Path) -> None:
+    # Pinned to the names written before the key code moved to macs_exp.cache: a change here
+    # would silently orphan every cache already on disk.
+    douban_file(tmp_path / "douban", [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
+    load_rating_data(env_cfg(tmp_path / "douban", "douban_book"), data_cfg(tmp_path))
+    write(tmp_path / "table" / "ratings.csv", b"1,1,3,10\n1,2,4,11\n2,1,5,12\n2,2,1,13\n")
+    load_rating_data(env_cfg(tmp_path / "table", "table"), data_cfg(tmp_path, split_seed=7))
+    names = sorted(p.stem for p in (tmp_path / "cache").glob("*.npz"))
+    assert names == ["douban_book-b4fcdbd9bf28d9b0a7388b0e", "table-ce542c80c1e37c12c628356f"]
+
+
+def test_a_seed_other_than_the_split_seed_is_refused(tmp_path: Path) -> None:
+    # The transitional third argument (trainer/run.py still passes it); remove with it.
+    douban_file(tmp_path, [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
+    cfg = env_cfg(tmp_path, "douban_book")
+    with pytest.raises(ValueError, match=r"seed=1 differs from data\.split_seed=0"):
+        load_rating_data(cfg, data_cfg(tmp_path), 1)
+    assert load_rating_data(cfg, data_cfg(tmp_path), 0).n_users == 2
+
+
 def test_unreadable_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     douban_file(tmp_path, [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
     cfg, dcfg = env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path)
-    first = load_rating_data(cfg, dcfg, 0)
+    first = load_rating_data(cfg, dcfg)
     (npz,) = (tmp_path / "cache").glob("*.npz")
     npz.write_bytes(b"not a zip")
     with caplog.at_level(logging.INFO, logger="macs_exp"):
-        again = load_rating_data(cfg, dcfg, 0)
+        again = load_rating_data(cfg, dcfg)
     assert cache_events(caplog) == ["miss"]
     np.testing.assert_array_equal(first.item_features, again.item_features)
-    assert load_rating_data(cfg, dcfg, 0).n_users == 2
+    assert load_rating_data(cfg, dcfg).n_users == 2
 
 
 def test_composed_yaml_configs_load(tmp_path: Path) -> None:
@@ -481,7 +501,7 @@ def test_composed_yaml_configs_load(tmp_path: Path) -> None:
     lines = [f"{u}\t{i}\t{(u + i) % 5 + 1}\t{1000 * u + i}\n" for u in range(1, 7) for i in range(1, 7)]
     write(tmp_path / "u.data", "".join(lines).encode())
     cfg = compose_config(["env=ml100k", f"env.data_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}"])
-    data = load_rating_data(cfg.env, cfg.data, cfg.seed)
+    data = load_rating_data(cfg.env, cfg.data)
     assert (data.name, data.n_users, data.n_items, data.item_features.shape) == ("ml100k", 6, 6, (6, 33))
     np.testing.assert_array_equal(np.diff(data.test_indptr), np.ones(6))  # 0.2 * 6 = 1.2 -> 1
     expected = {

@@ -35,7 +35,7 @@ def test_ml100k(tmp_path: Path) -> None:
     assert (frame["user"].nunique(), frame["item"].nunique()) == (943, 1682)
     assert rating_counts(frame) == {1: 6110, 2: 11370, 3: 27145, 4: 34174, 5: 21201}
     assert (frame["timestamp"].min(), frame["timestamp"].max()) == (874724710, 893286638)
-    data = load_rating_data(cfg.env, cfg.data, 0)
+    data = load_rating_data(cfg.env, cfg.data)
     assert (data.n_users, data.n_items, len(data.train_items), len(data.test_items)) == (
         943,
         1349,
@@ -59,7 +59,7 @@ def test_ml1m_rebuilt_table(tmp_path: Path) -> None:
     assert (frame["user"].nunique(), frame["item"].nunique()) == (6040, 3706)
     assert rating_counts(frame) == {1: 56174, 2: 107557, 3: 261197, 4: 348971, 5: 226310}
     assert int(frame["timestamp"].notna().sum()) == 487_650
-    data = load_rating_data(cfg.env, cfg.data, 0)
+    data = load_rating_data(cfg.env, cfg.data)
     assert data.stats["users_with_timestamps"] == 2999
     # Every user has >= 20 ratings; the 5-core drops 290 rarely rated items (598 ratings).
     assert (data.n_users, data.n_items, len(data.train_items), len(data.test_items)) == (
@@ -93,7 +93,7 @@ def test_douban_metahin_subset(tmp_path: Path) -> None:
     assert counts["rows_read"] == 649_381
     assert (frame["user"].nunique(), frame["item"].nunique()) == (10551, 20934)
     assert rating_counts(frame) == {1: 3261, 2: 13865, 3: 142247, 4: 274087, 5: 215921}
-    data = load_rating_data(cfg.env, cfg.data, 0)
+    data = load_rating_data(cfg.env, cfg.data)
     assert data.stats["duplicates_dropped"] == 0 and data.stats["users_with_timestamps"] == 0
 
 

@@ -18,7 +18,6 @@ def data_with_tests(test: list[list[tuple[int, float]]], n_items: int = 10) -> R
         n_users=len(test),
         n_items=n_items,
         item_features=np.zeros((n_items, 2), np.float32),
-        item_popularity=np.zeros(n_items, np.int64),
         train_indptr=np.zeros(len(test) + 1, np.int64),
         train_items=np.zeros(0, np.int64),
         train_ratings=np.zeros(0, np.float32),

@@ -40,7 +40,6 @@ def make_data(
         n_users=len(train),
         n_items=len(features),
         item_features=features.astype(np.float32),
-        item_popularity=np.bincount(train_items, minlength=len(features)),
         train_indptr=train_indptr,
         train_items=train_items,
         train_ratings=train_ratings,

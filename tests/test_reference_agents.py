@@ -37,7 +37,6 @@ def two_users() -> RatingData:
         n_users=2,
         n_items=6,
         item_features=features.astype(np.float32),
-        item_popularity=np.array([1, 5, 3, 4, 2, 0]),
         train_indptr=np.array([0, 2, 3]),
         train_items=np.array([1, 0, 3]),
         train_ratings=np.array([5.0, 3.0, 4.0], np.float32),

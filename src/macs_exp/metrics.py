@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from macs_exp.data.lookup import RatedPairs
+
 if TYPE_CHECKING:
     from macs_exp.data.dataset import RatingData
 
@@ -88,14 +90,9 @@ def ranking_metrics(recommended: np.ndarray, users: np.ndarray, data: RatingData
     n_positive = positives_before[end] - positives_before[start]
 
     # Which recommendations the user rated in the test split, and which of those positively.
-    test_users = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(data.test_indptr))
-    keys = test_users * data.n_items + np.asarray(data.test_items, dtype=np.int64)
-    order = np.argsort(keys)
-    keys = keys[order]
-    query = users[:, None] * data.n_items + recommended
-    index = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    rated = keys[index] == query
-    hit = rated & test_positive[order][index]
+    pairs = RatedPairs.of(data, "test")
+    index, rated = pairs.find(users[:, None], recommended)
+    hit = rated & (pairs.ratings >= data.positive_threshold)[index]
 
     hits = hit.sum(1)
     # Predicted positive = recommended; among rated items, TN = negatives not recommended.

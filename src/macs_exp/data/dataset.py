@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SPLITS = ("train", "test")
+
 
 @dataclass(frozen=True)
 class RatingData:
@@ -22,8 +24,6 @@ class RatingData:
     # last coordinate holding the item's training popularity scaled to [0, 1], so that a policy
     # can rank items by popularity with a single action direction (the "popular" reference).
     item_features: np.ndarray
-    # Training interaction counts per item (n_items,), int64.
-    item_popularity: np.ndarray
     train_indptr: np.ndarray
     train_items: np.ndarray
     train_ratings: np.ndarray
@@ -36,3 +36,11 @@ class RatingData:
     rating_max: float
     # Counts worth logging as MLflow params (rows read, skipped bad rows, filtered users, ...).
     stats: dict[str, float] = field(default_factory=dict)
+
+    def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``(indptr, items, ratings)`` CSR arrays of ``split``, one of :data:`SPLITS`."""
+        if split == "train":
+            return self.train_indptr, self.train_items, self.train_ratings
+        if split == "test":
+            return self.test_indptr, self.test_items, self.test_ratings
+        raise ValueError(f"split={split!r} must be one of {SPLITS}")

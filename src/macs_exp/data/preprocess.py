@@ -18,29 +18,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from macs_exp.cache import atomic_write, content_key
 from macs_exp.data.dataset import RatingData
 from macs_exp.data.loaders import DataError, RatingSource, read_ratings, resolve_source
+
+if TYPE_CHECKING:
+    from macs_exp.config import DataConfig, RatingEnvConfig
 
 log = logging.getLogger("macs_exp")
 
 # Bump whenever a change here alters what a cached dataset contains, so old caches miss.
 CACHE_VERSION = 1
+# The arrays a cache file holds. Caches written before item_popularity was dropped still hold
+# it as well; it is simply not read, so they stay valid.
 _ARRAYS = (
     "item_features",
-    "item_popularity",
     "train_indptr",
     "train_items",
     "train_ratings",
@@ -51,17 +54,20 @@ _ARRAYS = (
 _TABLE_KEYS = ("file", "sep", "user_col", "item_col", "rating_col", "timestamp_col", "header", "encoding")
 
 
-def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
-    """The preprocessed dataset ``env_cfg`` (a ``RatingEnvConfig``) describes, from cache if possible.
+def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig, seed: int | None = None) -> RatingData:
+    """The preprocessed dataset ``env_cfg`` describes, from ``data_cfg.cache_dir`` if possible.
 
-    ``data_cfg`` is a ``DataConfig``; ``seed`` drives the split of datasets without timestamps and
-    the SVD's random start, so it is part of the cache key.
+    ``data_cfg.split_seed`` drives the split of datasets without timestamps and the SVD's random
+    start, so it is part of the cache key. ``seed`` is transitional: it exists only for
+    trainer/run.py, which still passes ``data_cfg.split_seed``; delete it once that call is
+    ``load_rating_data(env_cfg, data_cfg)``. Any other value is an error rather than a second
+    source of the seed.
     """
+    if seed is not None and seed != data_cfg.split_seed:
+        raise ValueError(f"seed={seed} differs from data.split_seed={data_cfg.split_seed}; drop the argument")
     source = resolve_source(env_cfg)
-    params = _cache_params(env_cfg, data_cfg, seed, source)
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    cache_dir = Path(data_cfg.cache_dir)
-    npz_path = cache_dir / f"{source.format}-{key[:24]}.npz"
+    params = _cache_params(env_cfg, data_cfg, source)
+    npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"
     json_path = npz_path.with_suffix(".json")
     cached = _load_cache(npz_path, json_path, env_cfg.name)
     if cached is not None:
@@ -69,12 +75,7 @@ def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
         return cached
     log.info("rating data cache miss: %s; preprocessing %s", npz_path, source.path)
     start = time.perf_counter()
-    frame, counts = read_ratings(source, data_cfg.on_bad_rows)
-    stats: dict[str, float] = {k: float(v) for k, v in counts.items()}
-    if source.format == "bookcrossing" and not env_cfg.keep_implicit:
-        implicit = frame["rating"].to_numpy() == 0
-        stats["implicit_dropped"] = float(implicit.sum())
-        frame = frame[~implicit]
+    frame, stats = _read_frame(env_cfg, source, data_cfg.on_bad_rows)
     data = build_rating_data(
         frame,
         name=env_cfg.name,
@@ -83,7 +84,7 @@ def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
         min_item_ratings=int(env_cfg.min_item_ratings),
         test_fraction=float(env_cfg.test_fraction),
         embedding_dim=int(env_cfg.embedding_dim),
-        seed=seed,
+        seed=int(data_cfg.split_seed),
         stats=stats,
     )
     _save_cache(data, npz_path, json_path, params)
@@ -99,6 +100,20 @@ def load_rating_data(env_cfg: Any, data_cfg: Any, seed: int) -> RatingData:
     return data
 
 
+def _read_frame(
+    env_cfg: RatingEnvConfig, source: RatingSource, on_bad_rows: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The file's ratings and the reader's counts; BookCrossing's implicit 0s are not ratings, so
+    they go unless ``env.keep_implicit``."""
+    frame, counts = read_ratings(source, on_bad_rows)
+    stats: dict[str, float] = {k: float(v) for k, v in counts.items()}
+    if source.format == "bookcrossing" and not env_cfg.keep_implicit:
+        implicit = frame["rating"].to_numpy() == 0
+        stats["implicit_dropped"] = float(implicit.sum())
+        frame = frame[~implicit]
+    return frame, stats
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -107,7 +122,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_params(env_cfg: Any, data_cfg: Any, seed: int, source: RatingSource) -> dict[str, Any]:
+def _cache_params(env_cfg: RatingEnvConfig, data_cfg: DataConfig, source: RatingSource) -> dict[str, Any]:
     """Everything the cached arrays depend on; the name is not, so it is set at load time."""
     params: dict[str, Any] = {
         "version": CACHE_VERSION,
@@ -119,26 +134,14 @@ def _cache_params(env_cfg: Any, data_cfg: Any, seed: int, source: RatingSource) 
         "min_item_ratings": int(env_cfg.min_item_ratings),
         "test_fraction": float(env_cfg.test_fraction),
         "embedding_dim": int(env_cfg.embedding_dim),
-        "seed": int(seed),
+        # data.split_seed, under the name the key has always used: renaming it would miss every cache.
+        "seed": int(data_cfg.split_seed),
         # A file with bad rows caches only under skip; under error the same file must raise.
         "on_bad_rows": data_cfg.on_bad_rows,
     }
     if source.format == "table":
         params["table"] = {k: getattr(env_cfg.table, k) for k in _TABLE_KEYS}
     return params
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Writes via a temporary file in the same folder, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _save_cache(data: RatingData, npz_path: Path, json_path: Path, params: dict[str, Any]) -> None:
@@ -152,8 +155,8 @@ def _save_cache(data: RatingData, npz_path: Path, json_path: Path, params: dict[
         "params": params,
     }
     # The json goes first: a present .npz then implies a complete pair.
-    _atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
-    _atomic_write(npz_path, lambda f: np.savez(f, **{k: getattr(data, k) for k in _ARRAYS}))
+    atomic_write(json_path, lambda f: f.write(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    atomic_write(npz_path, lambda f: np.savez(f, **{k: getattr(data, k) for k in _ARRAYS}))
 
 
 def _load_cache(npz_path: Path, json_path: Path, name: str) -> RatingData | None:
@@ -199,45 +202,13 @@ def build_rating_data(
     if embedding_dim < 1:
         raise DataError(f"env.embedding_dim={embedding_dim} must be at least 1")
     out_stats = dict(stats or {})
-    users, user_ids = pd.factorize(frame["user"], sort=True)
-    items, item_ids = pd.factorize(frame["item"], sort=True)
-    users, items = users.astype(np.int64), items.astype(np.int64)
-    ratings = frame["rating"].to_numpy(np.float64)
-    timestamps = frame["timestamp"].to_numpy(np.float64)
-
-    # A repeated (user, item) pair keeps its last row in file order: a later rating supersedes.
-    repeated = pd.Series(users * len(item_ids) + items).duplicated(keep="last").to_numpy()
-    out_stats["duplicates_dropped"] = float(repeated.sum())
-    keep = ~repeated
-    out_stats["users_before_filter"] = float(len(user_ids))
-    out_stats["items_before_filter"] = float(len(item_ids))
-    out_stats["ratings_before_filter"] = float(keep.sum())
-
-    # Each user needs one training and one test rating, hence at least 2 ratings.
-    keep, rounds = _k_core(users, items, keep, max(min_user_ratings, 2), max(min_item_ratings, 1))
-    out_stats["filter_rounds"] = float(rounds)
-    if not keep.any():
-        raise DataError(
-            f"{name}: no ratings left after filtering users with < {max(min_user_ratings, 2)} and items "
-            f"with < {max(min_item_ratings, 1)} ratings (out of {len(frame)}; a user needs at least 2, one "
-            "to train and one to test); lower env.min_user_ratings / env.min_item_ratings"
-        )
-    users, items, ratings, timestamps = users[keep], items[keep], ratings[keep], timestamps[keep]
-    users = _dense(users)
-    items = _dense(items)
+    users, items, ratings, timestamps = _filtered_ratings(
+        frame, name, min_user_ratings, min_item_ratings, out_stats
+    )
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
-
     is_test, order = _split(users, timestamps, n_users, test_fraction, seed, out_stats)
     users, items, ratings = users[order], items[order], ratings[order]
     train, test = ~is_test, is_test
-    train_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[train], minlength=n_users))])
-    test_indptr = np.concatenate([[0], np.cumsum(np.bincount(users[test], minlength=n_users))])
-    popularity = np.bincount(items[train], minlength=n_items).astype(np.int64)
-
-    factors = item_factors(users[train], items[train], ratings[train], n_users, n_items, embedding_dim, seed)
-    popularity_coord = (popularity / max(int(popularity.max()), 1)).astype(np.float32)
-    item_features = np.concatenate([factors, popularity_coord[:, None]], axis=1)
-
     positive = ratings >= positive_threshold
     out_stats.update(
         users=float(n_users),
@@ -252,12 +223,13 @@ def build_rating_data(
         name=name,
         n_users=n_users,
         n_items=n_items,
-        item_features=item_features.astype(np.float32),
-        item_popularity=popularity,
-        train_indptr=train_indptr.astype(np.int64),
+        item_features=_item_features(
+            users[train], items[train], ratings[train], n_users, n_items, embedding_dim, seed
+        ),
+        train_indptr=_indptr(users[train], n_users),
         train_items=items[train],
         train_ratings=ratings[train].astype(np.float32),
-        test_indptr=test_indptr.astype(np.int64),
+        test_indptr=_indptr(users[test], n_users),
         test_items=items[test],
         test_ratings=ratings[test].astype(np.float32),
         positive_threshold=float(positive_threshold),
@@ -265,6 +237,60 @@ def build_rating_data(
         rating_max=float(ratings.max()),
         stats=out_stats,
     )
+
+
+def _filtered_ratings(
+    frame: pd.DataFrame, name: str, min_user_ratings: int, min_item_ratings: int, stats: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The frame's users, items (both renumbered densely), ratings and timestamps, in file order,
+    without repeated pairs and after the k-core filter; the counts of each step go to ``stats``."""
+    users, user_ids = pd.factorize(frame["user"], sort=True)
+    items, item_ids = pd.factorize(frame["item"], sort=True)
+    users, items = users.astype(np.int64), items.astype(np.int64)
+    ratings = frame["rating"].to_numpy(np.float64)
+    timestamps = frame["timestamp"].to_numpy(np.float64)
+
+    # A repeated (user, item) pair keeps its last row in file order: a later rating supersedes.
+    repeated = pd.Series(users * len(item_ids) + items).duplicated(keep="last").to_numpy()
+    stats["duplicates_dropped"] = float(repeated.sum())
+    keep = ~repeated
+    stats["users_before_filter"] = float(len(user_ids))
+    stats["items_before_filter"] = float(len(item_ids))
+    stats["ratings_before_filter"] = float(keep.sum())
+
+    # Each user needs one training and one test rating, hence at least 2 ratings.
+    min_user, min_item = max(min_user_ratings, 2), max(min_item_ratings, 1)
+    keep, rounds = _k_core(users, items, keep, min_user, min_item)
+    stats["filter_rounds"] = float(rounds)
+    if not keep.any():
+        raise DataError(
+            f"{name}: no ratings left after filtering users with < {min_user} and items "
+            f"with < {min_item} ratings (out of {len(frame)}; a user needs at least 2, one "
+            "to train and one to test); lower env.min_user_ratings / env.min_item_ratings"
+        )
+    return _dense(users[keep]), _dense(items[keep]), ratings[keep], timestamps[keep]
+
+
+def _indptr(users: np.ndarray, n_users: int) -> np.ndarray:
+    """CSR row pointers of rows grouped by user: user u's rows are ``indptr[u]:indptr[u + 1]``."""
+    return np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))]).astype(np.int64)
+
+
+def _item_features(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_items: int,
+    embedding_dim: int,
+    seed: int,
+) -> np.ndarray:
+    """``RatingData.item_features`` from the training ratings: the SVD factors, then each item's
+    training popularity scaled to [0, 1]."""
+    factors = item_factors(users, items, ratings, n_users, n_items, embedding_dim, seed)
+    popularity = np.bincount(items, minlength=n_items)
+    popularity_coord = (popularity / max(int(popularity.max()), 1)).astype(np.float32)
+    return np.concatenate([factors, popularity_coord[:, None]], axis=1).astype(np.float32)
 
 
 def _k_core(

@@ -1,7 +1,9 @@
 """Simulated recommendation environments.
 
-Importing this package registers them with gymnasium. The entry points are strings so that
-registration stays cheap and the simulators load only when an env is made.
+Importing this package (or just ``macs_exp``) registers them with gymnasium. The entry points
+are strings so that registration stays cheap and the simulators load only when an env is made.
+Synthetic-v0 and Rating-v0 exist only as batched envs (``gym.make_vec``); their single-env
+entry points raise an error that shows the ``gym.make_vec`` call (``envs.vector_only``).
 """
 
 import gymnasium as gym
@@ -18,7 +20,15 @@ if VIRTUAL_TAOBAO_ID not in gym.registry:
         vector_entry_point="macs_exp.envs.virtual_taobao:VirtualTaobaoVecEnv",
     )
 if SYNTHETIC_ID not in gym.registry:
-    gym.register(id=SYNTHETIC_ID, vector_entry_point="macs_exp.envs.synthetic:SyntheticVecEnv")
+    gym.register(
+        id=SYNTHETIC_ID,
+        entry_point="macs_exp.envs.vector_only:synthetic",
+        vector_entry_point="macs_exp.envs.synthetic:SyntheticVecEnv",
+    )
 # Vector only: a test slot is tied to one evaluation user (see envs/rating.py).
 if RATING_ID not in gym.registry:
-    gym.register(id=RATING_ID, vector_entry_point="macs_exp.envs.rating:RatingVecEnv")
+    gym.register(
+        id=RATING_ID,
+        entry_point="macs_exp.envs.vector_only:rating",
+        vector_entry_point="macs_exp.envs.rating:RatingVecEnv",
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-import macs_exp.envs  # noqa: F401  (registers the MACS/* ids)
 from macs_exp.config import EnvConfig, RatingEnvConfig
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.base import BatchedEnv

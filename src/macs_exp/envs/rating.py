@@ -27,20 +27,14 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from macs_exp.data.dataset import RatingData
+from macs_exp.data.dataset import SPLITS, RatingData
+from macs_exp.data.lookup import RatedPairs
 
-SPLITS = ("train", "test")
 REWARDS = ("binary", "normalized_rating")
 # Scores (float32) computed at once: slots are scored in blocks of at most this many entries, so
 # that evaluating every user of a large catalogue (8929 x 20685 on Douban Book) needs 16 MB of
 # scores instead of 740 MB. Training batches (256 x 3706 on ML-1M) fit in one block.
 SCORE_BLOCK = 1 << 22
-
-
-def _split_arrays(data: RatingData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if split == "train":
-        return data.train_indptr, data.train_items, data.train_ratings
-    return data.test_indptr, data.test_items, data.test_ratings
 
 
 def _reward_values(ratings: np.ndarray, data: RatingData, reward: str) -> np.ndarray:
@@ -52,33 +46,18 @@ def _reward_values(ratings: np.ndarray, data: RatingData, reward: str) -> np.nda
 
 
 class _RatingLookup:
-    """(user, item) -> (reward, positive) in one split, by binary search of sorted keys.
-
-    Keys are ``user * n_items + item``. A dense (n_users, n_items) table would be ~10 µs per
-    step faster at N=256, under 2% of a step, but does not fit BookCrossing-sized data; one
-    sorted array fits every size.
-    """
+    """(user, item) -> (reward, positive) in one split, on the env's device (see ``RatedPairs``)."""
 
     def __init__(self, data: RatingData, split: str, reward: str, device: torch.device) -> None:
-        indptr, items, ratings = _split_arrays(data, split)
-        users = np.repeat(np.arange(data.n_users, dtype=np.int64), np.diff(indptr))
-        keys = users * data.n_items + np.asarray(items, dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        if (np.diff(keys) == 0).any():
-            raise ValueError(f"{data.name}: a user rates the same item twice in the {split} split")
-        ratings = np.asarray(ratings)[order]
-        self.n_items = data.n_items
-        self.keys = torch.as_tensor(keys, device=device)
+        pairs = RatedPairs.of(data, split)
+        self._pairs = pairs.to(device)
         self.rewards = torch.as_tensor(
-            _reward_values(ratings, data, reward), dtype=torch.float32, device=device
+            _reward_values(pairs.ratings, data, reward), dtype=torch.float32, device=device
         )
-        self.positive = torch.as_tensor(ratings >= data.positive_threshold, device=device)
+        self.positive = torch.as_tensor(pairs.ratings >= data.positive_threshold, device=device)
 
     def __call__(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query = users * self.n_items + items
-        index = torch.searchsorted(self.keys, query).clamp_(max=len(self.keys) - 1)
-        found = self.keys[index] == query
+        index, found = self._pairs.find(users, items)
         return torch.where(found, self.rewards[index], 0.0), found & self.positive[index]
 
 
@@ -106,6 +85,53 @@ class RatingEnvState:
     history: tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
+def _check_settings(data: RatingData, split: str, episode_length: int, state_size: int, reward: str) -> None:
+    """Rejects settings the env cannot serve, before anything is put on the device."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} must be one of {SPLITS}")
+    if reward not in REWARDS:
+        raise ValueError(f"reward={reward!r} must be one of {REWARDS}")
+    if episode_length < 1 or state_size < 1:
+        raise ValueError(
+            f"episode_length and state_size must be at least 1, got {episode_length}, {state_size}"
+        )
+    if not data.rating_max > data.rating_min:
+        raise ValueError(f"{data.name}: rating_max must exceed rating_min")
+
+
+def _served_users(
+    data: RatingData, split: str, num_envs: int | None, users: np.ndarray | None
+) -> tuple[int, np.ndarray]:
+    """``(num_envs, users)``: on the test split, the user of each slot (``num_envs=None`` takes
+    every one); on the train split, the pool each episode draws its user from."""
+    split_lengths = np.diff(data.split_arrays(split)[0])
+    users = np.flatnonzero(split_lengths > 0) if users is None else np.asarray(users, dtype=np.int64)
+    if users.size == 0 or (split_lengths[users] == 0).any():
+        raise ValueError(f"{data.name}: every user served must have ratings in the {split} split")
+    if split == "test":
+        if num_envs is None:
+            num_envs = len(users)
+        if num_envs > len(users):
+            raise ValueError(f"num_envs={num_envs} exceeds the {len(users)} evaluation users")
+        users = users[:num_envs]
+    elif num_envs is None:
+        raise ValueError("the train split draws users at random: num_envs must be given")
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    return num_envs, users
+
+
+def _check_room(data: RatingData, split: str, users: np.ndarray, episode_length: int) -> None:
+    """The starting history and the episode's recommendations must leave an item to recommend."""
+    # A train episode's history stops at least one rating before the end of the sequence.
+    longest_history = int(np.diff(data.train_indptr)[users].max()) - (1 if split == "train" else 0)
+    if longest_history + episode_length > data.n_items:
+        raise ValueError(
+            f"{data.name}: a starting history of {longest_history} items plus {episode_length} "
+            f"recommendations exceeds the {data.n_items} items"
+        )
+
+
 class RatingCore:
     """The N slots' state and dynamics, batched; all randomness from the private ``generator``."""
 
@@ -120,46 +146,28 @@ class RatingCore:
         device: str | torch.device,
         users: np.ndarray | None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r} must be one of {SPLITS}")
-        if reward not in REWARDS:
-            raise ValueError(f"reward={reward!r} must be one of {REWARDS}")
-        if episode_length < 1 or state_size < 1:
-            raise ValueError(
-                f"episode_length and state_size must be at least 1, got {episode_length}, {state_size}"
-            )
-        if not data.rating_max > data.rating_min:
-            raise ValueError(f"{data.name}: rating_max must exceed rating_min")
+        _check_settings(data, split, episode_length, state_size, reward)
+        self.num_envs, users = _served_users(data, split, num_envs, users)
+        _check_room(data, split, users, episode_length)
         self.split = split
         self.episode_length = episode_length
         self.device = torch.device(device)
-        train_lengths = np.diff(data.train_indptr).astype(np.int64)
-        split_lengths = np.diff(_split_arrays(data, split)[0])
-        users = np.flatnonzero(split_lengths > 0) if users is None else np.asarray(users, dtype=np.int64)
-        if users.size == 0 or (split_lengths[users] == 0).any():
-            raise ValueError(f"{data.name}: every user served must have ratings in the {split} split")
-        if split == "test":
-            if num_envs is None:
-                num_envs = len(users)
-            if num_envs > len(users):
-                raise ValueError(f"num_envs={num_envs} exceeds the {len(users)} evaluation users")
-            users = users[:num_envs]
-        elif num_envs is None:
-            raise ValueError("the train split draws users at random: num_envs must be given")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        # The starting history and the episode's recommendations must leave an item to recommend.
-        longest_history = int(train_lengths[users].max()) - (1 if split == "train" else 0)
-        if longest_history + episode_length > data.n_items:
-            raise ValueError(
-                f"{data.name}: a starting history of {longest_history} items plus {episode_length} "
-                f"recommendations exceeds the {data.n_items} items"
-            )
-        self.num_envs = num_envs
         self.n_items = data.n_items
+        self._load_items(data)
+        self._lookup = _RatingLookup(data, split, reward, self.device)
+        self._users_served = torch.as_tensor(users, device=self.device)
+        self._plan_blocks(state_size)
+        self.generator = torch.Generator(self.device)
+        # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
+        self.generator.seed()
+        self.recommended = torch.zeros(self.num_envs, episode_length, dtype=torch.int64, device=self.device)
+        self.new_episodes()
+
+    def _load_items(self, data: RatingData) -> None:
+        """The item features and training sequences on the device, laid out for ``new_episodes``."""
         dev = self.device
         features = np.asarray(data.item_features, dtype=np.float32)
-        self.feature_dim = features.shape[1]
+        self.feature_dim: int = features.shape[1]
         # One zero row after the items: the padding of windows holding fewer positives.
         self._features_padded = torch.as_tensor(
             np.concatenate((features, np.zeros((1, self.feature_dim), np.float32))), device=dev
@@ -167,7 +175,7 @@ class RatingCore:
         self._features = self._features_padded[:-1]
         self._train_indptr = torch.as_tensor(data.train_indptr, dtype=torch.int64, device=dev)
         self._train_items = torch.as_tensor(data.train_items, dtype=torch.int64, device=dev)
-        self._train_lengths = torch.as_tensor(train_lengths, device=dev)
+        self._train_lengths = torch.as_tensor(np.diff(data.train_indptr).astype(np.int64), device=dev)
         # Training positives in data order, then the padding item, and how many positives precede
         # each position (a global prefix count): the positives before any cut are then a slice.
         train_positive = np.asarray(data.train_ratings) >= data.positive_threshold
@@ -180,19 +188,18 @@ class RatingCore:
         self._positives_before = torch.as_tensor(
             np.concatenate(([0], np.cumsum(train_positive))), dtype=torch.int64, device=dev
         )
-        self._lookup = _RatingLookup(data, split, reward, dev)
-        self._users_served = torch.as_tensor(users, device=dev)
-        self._rows = torch.arange(num_envs, device=dev)
+
+    def _plan_blocks(self, state_size: int) -> None:
+        """The blocks of slots scored at once (``SCORE_BLOCK``) and the index grids reused per step."""
+        dev = self.device
+        self._rows = torch.arange(self.num_envs, device=dev)
         rows_per_block = max(1, SCORE_BLOCK // self.n_items)
-        self._blocks = [(lo, min(lo + rows_per_block, num_envs)) for lo in range(0, num_envs, rows_per_block)]
-        self._row_grid = self._rows[:rows_per_block, None].expand(-1, episode_length)
+        self._blocks = [
+            (lo, min(lo + rows_per_block, self.num_envs)) for lo in range(0, self.num_envs, rows_per_block)
+        ]
+        self._row_grid = self._rows[:rows_per_block, None].expand(-1, self.episode_length)
         self._window_offsets = torch.arange(-state_size, 0, device=dev)
         self._excluded = torch.tensor(-torch.inf, device=dev)
-        self.generator = torch.Generator(dev)
-        # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
-        self.generator.seed()
-        self.recommended = torch.zeros(num_envs, episode_length, dtype=torch.int64, device=dev)
-        self.new_episodes()
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)

@@ -71,6 +71,9 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
             "trivial_mask": np.arange(dim) >= essential_dim,
         }
         self.generator = torch.Generator(device=self.device)
+        # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
+        # Seeding this generator alone leaves torch's global one (which the trainer seeds) alone.
+        self.generator.seed()
         self.state = torch.zeros((num_envs, dim), device=self.device)
         self.steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
@@ -84,7 +87,11 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        self.generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        # Sets gymnasium's np_random bookkeeping only; the users are drawn from ``self.generator``,
+        # reseeded when a seed is given and otherwise continuing its stream, as the other envs do.
+        super().reset(seed=seed)
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
         self._new_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self.state.cpu().numpy().copy(), {}
 
