@@ -470,15 +470,6 @@ def test_cache_file_names_are_unchanged(tmp_path: Path) -> None:
     assert names == ["douban_book-b4fcdbd9bf28d9b0a7388b0e", "table-ce542c80c1e37c12c628356f"]
 
 
-def test_a_seed_other_than_the_split_seed_is_refused(tmp_path: Path) -> None:
-    # The transitional third argument (trainer/run.py still passes it); remove with it.
-    douban_file(tmp_path, [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
-    cfg = env_cfg(tmp_path, "douban_book")
-    with pytest.raises(ValueError, match=r"seed=1 differs from data\.split_seed=0"):
-        load_rating_data(cfg, data_cfg(tmp_path), 1)
-    assert load_rating_data(cfg, data_cfg(tmp_path), 0).n_users == 2
-
-
 def test_unreadable_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     douban_file(tmp_path, [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
     cfg, dcfg = env_cfg(tmp_path, "douban_book"), data_cfg(tmp_path)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from macs_exp.schema import UserError
+
 log = logging.getLogger("macs_exp")
 
 # Columns of the frame every reader returns (ids as in the file, rating and timestamp as float64).
@@ -32,7 +34,7 @@ ON_BAD_ROWS = ("error", "skip")
 _UNIT_SEP = "\x1f"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that is missing, unreadable or malformed; the message says how to fix it."""
 
 
@@ -251,7 +253,7 @@ def _parse(data: bytes, layout: TableLayout, skip_header: bool, cols: _Columns) 
         sep=sep,
         header=None,
         skiprows=1 if skip_header else 0,
-        dtype=text_ids,  # type: ignore[arg-type]
+        dtype=text_ids,
         # Only an empty field is missing: "NA" or "null" as a rating is an error, not a gap.
         keep_default_na=False,
         na_values=[""],

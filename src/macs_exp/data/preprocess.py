@@ -34,7 +34,8 @@ from macs_exp.data.dataset import RatingData
 from macs_exp.data.loaders import DataError, RatingSource, read_ratings, resolve_source
 
 if TYPE_CHECKING:
-    from macs_exp.config import DataConfig, RatingEnvConfig
+    from macs_exp.data.config import DataConfig
+    from macs_exp.envs.config import RatingEnvConfig
 
 log = logging.getLogger("macs_exp")
 
@@ -54,17 +55,12 @@ _ARRAYS = (
 _TABLE_KEYS = ("file", "sep", "user_col", "item_col", "rating_col", "timestamp_col", "header", "encoding")
 
 
-def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig, seed: int | None = None) -> RatingData:
+def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig) -> RatingData:
     """The preprocessed dataset ``env_cfg`` describes, from ``data_cfg.cache_dir`` if possible.
 
     ``data_cfg.split_seed`` drives the split of datasets without timestamps and the SVD's random
-    start, so it is part of the cache key. ``seed`` is transitional: it exists only for
-    trainer/run.py, which still passes ``data_cfg.split_seed``; delete it once that call is
-    ``load_rating_data(env_cfg, data_cfg)``. Any other value is an error rather than a second
-    source of the seed.
+    start, so it is part of the cache key.
     """
-    if seed is not None and seed != data_cfg.split_seed:
-        raise ValueError(f"seed={seed} differs from data.split_seed={data_cfg.split_seed}; drop the argument")
     source = resolve_source(env_cfg)
     params = _cache_params(env_cfg, data_cfg, source)
     npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"

@@ -24,8 +24,9 @@ import numpy as np
 @runtime_checkable
 class BatchedEnv(Protocol):
     num_envs: int
-    single_observation_space: gym.spaces.Box
-    single_action_space: gym.spaces.Box
+    # Box observations; actions of any space (a Box vector, a discrete item id).
+    single_observation_space: gym.Space[Any]
+    single_action_space: gym.Space[Any]
     metadata: dict[str, Any]
 
     def reset(

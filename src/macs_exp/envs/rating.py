@@ -19,7 +19,7 @@ trainer always takes the vector entry point.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -312,7 +312,8 @@ class RatingVecEnv(gym.vector.VectorEnv):
     to N x n_items (a score per slot and item); the scores are held a block at a time.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    # An instance attribute in gymnasium: each env extends its own copy.
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ on the trivial ones, so a perfect synthesis policy moves only trivial components
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +30,8 @@ class SyntheticState:
 
 
 class SyntheticVecEnv(gym.vector.VectorEnv):
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    # An instance attribute in gymnasium: each env extends its own copy.
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
 
     def __init__(
         self,

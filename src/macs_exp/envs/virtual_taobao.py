@@ -27,7 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -447,7 +447,8 @@ class VirtualTaobaoEnv(gym.Env[np.ndarray, np.ndarray]):
     """
 
     # render_fps means nothing for text, but gymnasium's checker wants it whenever a render mode exists.
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4, **_METADATA}
+    # An instance attribute in gymnasium: each env extends its own copy.
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4, **_METADATA}  # noqa: RUF012
 
     def __init__(self, render_mode: str | None = None, device: str | torch.device = "cpu") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -523,7 +524,8 @@ class VirtualTaobaoVecEnv(gym.vector.VectorEnv):
     termination) is the next episode's user here and ``reset()``'s extra draw is skipped.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, **_METADATA}
+    # An instance attribute in gymnasium: each env extends its own copy.
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, **_METADATA}  # noqa: RUF012
 
     def __init__(self, num_envs: int, device: str | torch.device = "cpu", *, exact_rng: bool = False) -> None:
         self.num_envs = num_envs

@@ -12,13 +12,8 @@ that trains it instead of training it again.
 from __future__ import annotations
 
 import copy
-import fcntl
-import hashlib
 import json
 import logging
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from macs_exp import plugins
 from macs_exp.agents import Agent, Policy
+from macs_exp.cache import atomic_write, content_key, file_lock
 from macs_exp.macs.augment import MacsAugmenter, build_synthesizer
 from macs_exp.macs.synthesis import Synthesizer
 from macs_exp.tracking.tags import ROLE_EXPERT
@@ -56,7 +52,7 @@ def expert_key(cfg: DictConfig) -> str:
         "split_seed": cfg.data.split_seed,
         "eval": {k: cfg.trainer[k] for k in ("eval_every", "eval_episodes", "eval_seed")},
     }
-    return hashlib.sha256(json.dumps(determining, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(determining, 16)
 
 
 def expert_config(cfg: DictConfig) -> DictConfig:
@@ -69,17 +65,6 @@ def expert_config(cfg: DictConfig) -> DictConfig:
         expert.trainer.total_steps = cfg.expert.total_steps
         expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}"
     return expert
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRun) -> ExpertCheckpoint:
@@ -96,7 +81,7 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
     key = expert_key(cfg)
     folder = Path(cfg.expert.cache_dir) / key
     checkpoint, meta = folder / "expert.pt", folder / "meta.json"
-    with _locked(Path(cfg.expert.cache_dir) / f"{key}.lock"):
+    with file_lock(Path(cfg.expert.cache_dir) / f"{key}.lock"):
         if checkpoint.is_file() and meta.is_file():
             run_id = json.loads(meta.read_text())["run_id"]
             log.info("expert cache hit: %s (trained by MLflow run %s)", checkpoint, run_id)
@@ -111,11 +96,11 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
         tags = {"role": ROLE_EXPERT, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
         result = train_run(expert_config(cfg), run_dir, tags=tags)
         best = run_dir / "best_agent.pt"
-        tmp = folder / "expert.pt.tmp"
-        shutil.copyfile(best if best.is_file() else run_dir / "agent.pt", tmp)
-        tmp.replace(checkpoint)
+        source = best if best.is_file() else run_dir / "agent.pt"
+        atomic_write(checkpoint, lambda out: out.write(source.read_bytes()))
         info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key}
-        meta.write_text(json.dumps(info, indent=2))
+        # Written last and whole: its presence is what marks the entry complete.
+        atomic_write(meta, lambda out: out.write(json.dumps(info, indent=2).encode()))
         return ExpertCheckpoint(checkpoint, result.run_id, cached=False)
 
 

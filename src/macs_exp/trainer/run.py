@@ -170,7 +170,7 @@ def _ranking(eval_env: BatchedEnv, data: RatingData) -> Ranking:
 def _rating_data(config: Config) -> RatingData | None:
     if not isinstance(config.env, RatingEnvConfig):
         return None
-    return load_rating_data(config.env, config.data, config.data.split_seed)
+    return load_rating_data(config.env, config.data)
 
 
 def _device(name: str) -> torch.device:
