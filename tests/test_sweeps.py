@@ -28,10 +28,10 @@ GATE = Path(__file__).resolve().parent / "gate"
 # steps of warm-up (TINY's algo.learning_starts), so the agent is training.
 STOP_AT = 150
 
-# Jobs small enough for a sweep test.
+# Jobs small enough for a sweep test (the kill test holds its jobs at the gate: they need not be long).
 SWEEP_BUDGET = [
     *TINY,
-    "trainer.total_steps=1500",
+    "trainer.total_steps=600",
     "trainer.eval_every=500",
     "trainer.progress=none",
     "macs.stage2_steps=40",
