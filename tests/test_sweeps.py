@@ -214,6 +214,7 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
     assert "(n=2/3, 1 failed)" in table.stdout
 
 
+@pytest.mark.slow
 def test_a_job_that_fails_before_training_still_leaves_a_failed_run(tmp_path: Path) -> None:
     """A job whose data is missing fails before its run would open; in a sweep it is still
     recorded (FAILED, with the fix in its traceback) and listed, and the other job finishes."""
@@ -419,6 +420,7 @@ def test_parallel_expert_jobs_train_one_expert_and_share_it(tmp_path: Path) -> N
     assert len(list((tmp_path / "experts").glob("*/expert.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
     """SIGTERM, sent while the run is held at the gate mid-training, ends it KILLED."""
     gate = tmp_path / "gate"
@@ -451,6 +453,7 @@ def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
     assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_sweep_without_a_usable_store_stops_before_any_job(tmp_path: Path) -> None:
     """Hydra only warns when a callback raises; the sweep must not launch jobs that would each
     race to create the store."""
