@@ -18,6 +18,7 @@ def test_the_fixture_covers_every_configuration() -> None:
     assert sorted(GOLDEN) == sorted(key(a, m, e) for a in ALGOS for m in MODES for e in ENVS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("algo", ALGOS)

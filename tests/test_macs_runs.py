@@ -52,6 +52,7 @@ def main_runs(outputs: Path) -> list:
     return [r for r in runs_of(outputs)[1] if not r.info.run_name.startswith("expert-")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", ["virtual_taobao", "synthetic"])
 @pytest.mark.parametrize("mode", ["expert", "joint", "random_mask"])
 @pytest.mark.parametrize("algo", ["ddpg", "td3", "sac"])
@@ -118,6 +119,7 @@ def test_missing_expert_checkpoint_fails_clearly(tiny: list[str], tmp_path: Path
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_queries_leave_the_recommenders_real_experience_unchanged(tiny: list[str], tmp_path: Path) -> None:
     """With learning switched off the recommender acts from its own random stream, so the real
     episodes of a baseline run and of a run making counterfactual queries at every step must
@@ -149,6 +151,7 @@ def test_synthesis_agent_is_any_algo_option() -> None:
     assert cfg.macs.algo.ent_coef == "auto"
 
 
+@pytest.mark.slow
 def test_stage2_moves_counterfactual_change_onto_trivial_components() -> None:
     """The ground-truth check. pi_c learns from per-step rewards (kl_window=1) with gamma=0 here;
     the margin measured for the note comes from this configuration."""

@@ -210,6 +210,7 @@ def test_sweep_figures_draw_curves_and_final_values(
     assert final["n"].tolist() == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_script_writes_prints_and_logs_the_figures(mlflow_store: MlflowStore, tmp_path: Path) -> None:
     parent = fill_fig4(mlflow_store)
     out = tmp_path / "figures"
@@ -230,6 +231,7 @@ def test_script_writes_prints_and_logs_the_figures(mlflow_store: MlflowStore, tm
     )
 
 
+@pytest.mark.slow
 def test_script_exits_2_for_an_unknown_experiment_or_a_missing_param(
     mlflow_store: MlflowStore, tmp_path: Path
 ) -> None:

@@ -110,6 +110,7 @@ def test_popular_beats_random_where_popularity_is_informative(tmp_path: Path) ->
     assert precision["popular"] > 1.5 * precision["random"], precision
 
 
+@pytest.mark.slow
 def test_macs_runs_on_a_rating_env(tmp_path: Path) -> None:
     data = ml100k_files(tmp_path / "ml-100k")
     overrides = [

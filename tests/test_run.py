@@ -126,6 +126,7 @@ def test_nan_loss_fails_the_run_with_a_clear_message(tiny: list[str], tmp_path: 
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_command_line_run(tmp_path: Path) -> None:
     """`python -m macs_exp algo=sac mode=joint` from a fresh directory leaves outputs/mlflow.db there."""
     proc = subprocess.run(

@@ -6,7 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+# Each runs a script end to end in a subprocess (the benchmark: minutes).
+pytestmark = pytest.mark.slow
 
 
 def run_script(*args: str) -> list[str]:

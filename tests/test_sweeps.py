@@ -22,10 +22,16 @@ from macs_exp.app import CONF_DIR, compose_config
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
 
-# Jobs small enough for a sweep test, yet long enough (a few seconds) to be killed mid-run.
+# tests/gate: VirtualTaobao with a gate at which a test can hold a run, to signal it mid-run.
+GATE = Path(__file__).resolve().parent / "gate"
+# The env step (counted over all of a process's envs) at which a gated run stops: past the 100
+# steps of warm-up (TINY's algo.learning_starts), so the agent is training.
+STOP_AT = 150
+
+# Jobs small enough for a sweep test (the kill test holds its jobs at the gate: they need not be long).
 SWEEP_BUDGET = [
     *TINY,
-    "trainer.total_steps=1500",
+    "trainer.total_steps=600",
     "trainer.eval_every=500",
     "trainer.progress=none",
     "macs.stage2_steps=40",
@@ -35,7 +41,26 @@ SWEEP_BUDGET = [
 ]
 
 
-def _sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen[str]:
+def _env(*, gated: bool = False) -> dict[str, str]:
+    """The subprocesses' environment: this worktree's package, and for ``gated`` runs the gated
+    env's directory (registered at start-up in every process of the run, see tests/gate)."""
+    paths = [REPO / "src", *([GATE] if gated else [])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
+
+
+def _gated(gate: Path) -> list[str]:
+    """Overrides that run VirtualTaobao behind the gate at ``gate`` (made here, and held): every
+    process stops at its ``STOP_AT``-th env step until the test lets it go."""
+    gate.mkdir()
+    (gate / "hold").touch()
+    return [
+        "env.id=Test/GatedVirtualTaobao-v0",
+        f"+env.kwargs.gate_dir={gate}",
+        f"+env.kwargs.stop_at={STOP_AT}",
+    ]
+
+
+def _sweep(tmp_path: Path, *overrides: str, gated: bool = False) -> subprocess.Popen[str]:
     args = [
         sys.executable,
         "-m",
@@ -49,9 +74,8 @@ def _sweep(tmp_path: Path, *overrides: str) -> subprocess.Popen[str]:
         f"data.cache_dir={tmp_path / 'cache'}",
         *overrides,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.Popen(
-        args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args, cwd=tmp_path, env=_env(gated=gated), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
 
 
@@ -88,6 +112,21 @@ def _running(tmp_path: Path) -> list[tuple[str, str | None, str]]:
         return []
 
 
+def _stopped(tmp_path: Path, gate: Path, answered: set[str]) -> list[tuple[str, str, str | None, int]]:
+    """The processes stopped at the gate that the test has not answered yet, with their runs:
+    (stop, run id, sweep_job or None, pid) for each ``stopped-<stop>`` marker, ``<stop>`` being
+    ``<pid>-<token>``. A run opens before its env steps, so every stopped process has one; one
+    the read has not seen yet (the store was busy) is listed on a later call."""
+    runs = {int(pid): (run_id, job) for run_id, job, pid in _running(tmp_path)}
+    stopped = []
+    for marker in sorted(gate.glob("stopped-*")):
+        stop = marker.name.removeprefix("stopped-")
+        pid = int(stop.split("-")[0])
+        if stop not in answered and pid in runs:
+            stopped.append((stop, *runs[pid], pid))
+    return stopped
+
+
 def _runs(tmp_path: Path, role: str) -> list:  # type: ignore[type-arg]
     client = _client(tmp_path)
     experiment = client.get_experiment_by_name("sweeptest")
@@ -100,19 +139,35 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
     and job 3 is sent SIGTERM, both while they train. The SIGKILLed run is closed as FAILED and
     lost, the SIGTERMed one is KILLED with its traceback; the worker pool survives, so every other
     job, including those queued after the kills, finishes. The sweep's summary lists both, it
-    exits 1, and Table I shows the holes."""
+    exits 1, and Table I shows the holes.
+
+    Every job stops at the gate mid-run; the test signals jobs 1 and 3 there and lets the others
+    go on, so the signals land while they train whatever the timing."""
+    gate = tmp_path / "gate"
     proc = _sweep(
-        tmp_path, "mode=baseline,joint", "seed=0,1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+        tmp_path,
+        "mode=baseline,joint",
+        "seed=0,1,2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *_gated(gate),
+        gated=True,
     )
     signals = {"1": signal.SIGKILL, "3": signal.SIGTERM}
     killed: dict[str, str] = {}
+    answered: set[str] = set()
     deadline = time.monotonic() + 240
     while len(killed) < len(signals) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        for run_id, job, pid in _running(tmp_path):
-            if job in signals and job not in killed:
-                os.kill(int(pid), signals[job])
+        time.sleep(0.05)
+        for stop, run_id, job, pid in _stopped(tmp_path, gate, answered):
+            if job in signals:
+                os.kill(pid, signals[job])
                 killed[job] = run_id
+            else:
+                (gate / f"go-{stop}").touch()
+            answered.add(stop)
+    # Open the gate: a job stopped since the last look goes on, and the jobs to come pass through.
+    (gate / "hold").unlink()
     out, _ = proc.communicate(timeout=300)
     assert set(killed) == {"1", "3"}, out
     assert proc.returncode == 1, out
@@ -159,6 +214,7 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
     assert "(n=2/3, 1 failed)" in table.stdout
 
 
+@pytest.mark.slow
 def test_a_job_that_fails_before_training_still_leaves_a_failed_run(tmp_path: Path) -> None:
     """A job whose data is missing fails before its run would open; in a sweep it is still
     recorded (FAILED, with the fix in its traceback) and listed, and the other job finishes."""
@@ -364,30 +420,32 @@ def test_parallel_expert_jobs_train_one_expert_and_share_it(tmp_path: Path) -> N
     assert len(list((tmp_path / "experts").glob("*/expert.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
+    """SIGTERM, sent while the run is held at the gate mid-training, ends it KILLED."""
+    gate = tmp_path / "gate"
     args = [
         sys.executable,
         "-m",
         "macs_exp",
         *TINY,
-        "trainer.total_steps=200000",
         f"tracking.dir={tmp_path / 'outputs'}",
         "tracking.experiment=sweeptest",
         f"hydra.run.dir={tmp_path / 'run'}",
         "mode=baseline",
+        *_gated(gate),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args, cwd=tmp_path, env=_env(gated=True), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     deadline = time.monotonic() + 120
-    running: list[tuple[str, str | None, str]] = []
-    while not running and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        running = _running(tmp_path)
-    assert running, proc.communicate()[0]
-    ((run_id, _, pid),) = running
-    assert int(pid) == proc.pid
+    stopped: list[tuple[str, str, str | None, int]] = []
+    while not stopped and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stopped = _stopped(tmp_path, gate, set())
+    assert stopped, proc.communicate()[0]
+    ((_, run_id, _, pid),) = stopped
+    assert pid == proc.pid
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -395,6 +453,7 @@ def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
     assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_sweep_without_a_usable_store_stops_before_any_job(tmp_path: Path) -> None:
     """Hydra only warns when a callback raises; the sweep must not launch jobs that would each
     race to create the store."""

@@ -218,6 +218,7 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
     )
 
 
+@pytest.mark.slow
 def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, tmp_path: Path) -> None:
     out = tmp_path / "tables"
     proc = run_script(
@@ -238,6 +239,7 @@ def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, t
     assert logged == ["tables/table1.csv", "tables/table1.md", "tables/table1.tex"]
 
 
+@pytest.mark.slow
 def test_script_names_files_after_the_sweeps(store: MlflowStore, tmp_path: Path) -> None:
     args = ["--experiment", EXPERIMENT, "--sweep-id", SWEEP, "--tracking-uri", store.uri, "--no-log"]
     proc = run_script("table1.py", *args, "--out-dir", str(tmp_path))
@@ -246,6 +248,7 @@ def test_script_names_files_after_the_sweeps(store: MlflowStore, tmp_path: Path)
     assert "logged" not in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("experiment", "sweep", "message"),
     [("nope", [], "no MLflow experiment named 'nope'"), (EXPERIMENT, ["other"], "has no training runs")],
