@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from macs_exp.envs.base import BatchedEnv
 from macs_exp.schema import Schema
 from macs_exp.tracking import Tracker
 from macs_exp.trainer.result import TrainResult
+
+if TYPE_CHECKING:
+    from macs_exp.config import Config
 
 
 @dataclass
@@ -77,18 +80,17 @@ class AugmenterContext:
 
     # The whole composed config (``cfg.mode``, ``cfg.macs``, ...), and its typed counterpart.
     raw: DictConfig
-    cfg: Any
+    cfg: Config
     # The training env (its spaces and metadata); ``make_env`` builds another env like it (for
     # stage 2), closed with the run's envs.
     env: BatchedEnv
     make_env: Callable[[], BatchedEnv]
+    # ``make_agent(algo_cfg, seed)``: an agent for the env's spaces, on the run's device.
     make_agent: Callable[[AgentConfig, int], Agent]
-    device: torch.device
     seed: int
     tracker: Tracker
     # ``run_experiment``, passed in so that no mode imports the composition root.
     train_run: TrainRun
-    output_dir: Path
 
 
 class NoAugmentation:

@@ -105,11 +105,9 @@ def _train(
             env=env,
             make_env=make_env,
             make_agent=agent_for,
-            device=device,
             seed=config.seed,
             tracker=tracker,
             train_run=run_experiment,
-            output_dir=output_dir,
         )
         trainer = Trainer(
             agent=agent,
