@@ -228,9 +228,12 @@ def test_every_shipped_option_is_a_registered_plug_in() -> None:
     options = {
         group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("algo", "mode")
     }
-    assert options["algo"] == sorted(plugins.AGENTS) == ["ddpg", "popular", "random", "sac", "td3"]
-    assert options["mode"] == sorted(plugins.MODES) == ["baseline", "expert", "joint", "random_mask"]
-    assert [row_label("ddpg", m) for m in mode_order()] == ["DDPG", "DDPG-E", "DDPG-J", "DDPG-RM"]
+    # Every YAML option has its plug-in and every plug-in its YAML option.
+    assert options["algo"] == sorted(plugins.AGENTS)
+    assert options["mode"] == sorted(plugins.MODES)
+    assert {"ddpg", "popular", "random", "sac", "td3"} <= set(options["algo"])
+    assert [row_label("ddpg", m) for m in mode_order()][:3] == ["DDPG", "DDPG-E", "DDPG-J"]
+    assert row_label("ddpg", "random_mask") == "DDPG-RM"
     assert row_label("popular", "baseline") == "Popular" and row_label("td3", "old_mode") == "TD3-OLD_MODE"
 
 
