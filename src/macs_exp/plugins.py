@@ -73,12 +73,20 @@ def mode(name: str, schema: type, *, suffix: str, order: int) -> Callable[[F], F
     return register
 
 
+_discovered = False
+
+
 def discover() -> None:
-    """Imports every plug-in module, which registers it; cheap after the first call."""
+    """Imports every plug-in module, which registers it; the folders are listed only once, so
+    that reports may ask for row names and orders as often as they like."""
+    global _discovered
+    if _discovered:
+        return
     for home in PLUGIN_HOMES:
         package = importlib.import_module(home)
         for module in pkgutil.iter_modules(getattr(package, "__path__", []), f"{home}."):
             importlib.import_module(module.name)
+    _discovered = True
 
 
 def agent_plugin(name: str) -> Plugin:

@@ -3,6 +3,7 @@ and the ``cf/*`` bookkeeping (see ``macs_exp.trainer.augmenter`` for the protoco
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -72,10 +73,7 @@ class MacsAugmenter(NoAugmentation):
         v = cf.valid
         # (s_c, a_t, s_{t+1}, r_c): the counterfactual state with the real action, next state and
         # episode end, and the reward the real action earns from s_c.
-        twins = real.select(v)
-        twins = Transitions(
-            cf.states[v], twins.actions, cf.rewards[v], twins.next_obs, twins.terminated, twins.truncated
-        )
+        twins = dataclasses.replace(real.select(v), obs=cf.states[v], rewards=cf.rewards[v])
         self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v])
         return [twins]
 
