@@ -151,10 +151,18 @@ class CountingAugmenter:
     def metrics(self) -> dict[str, float]:
         return {"count/episode_ends": float(self.episode_ends)}
 
+    def queries_per_step(self) -> int:
+        return 0
+
+    def finish(self) -> dict[str, str]:
+        self.calls.append("finish")
+        return {"count/finished": "yes"}
+
 
 def trainer_cfg(total_steps: int) -> TrainerConfig:
     return TrainerConfig(
         total_steps=total_steps,
+        budget="user_steps",
         eval_every=total_steps,
         eval_episodes=2,
         eval_seed=0,
@@ -182,6 +190,7 @@ def test_a_discrete_on_policy_agent_without_a_buffer_trains_through_the_same_loo
     assert (agent.observed_rows, agent.extra_rows, agent.finished_episodes) == (24, 24, 6)
     assert augmenter.calls[:4] == ["start", "before", "after", "before"]
     assert augmenter.calls.count("ended") == 3 and augmenter.lengths == [4] * 6
+    assert augmenter.calls[-1] == "finish" and result.env_steps == 24
     assert result.history["count/started"] == [(0, 1.0)]
     assert result.history["count/episode_ends"] == [(8, 2.0), (16, 4.0), (24, 6.0)]
     # The window's mean over its updates: episodes end at steps 8, 16, 24, two at a time.

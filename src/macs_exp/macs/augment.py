@@ -19,22 +19,52 @@ from macs_exp.trainer.augmenter import AugmenterContext, NoAugmentation
 SYNTHESIS_SEED_OFFSET = 10_007
 
 
+# pi_c's checkpoint in the run's folder, rewritten after every stage 2.
+PI_C_FILE = "pi_c.pt"
+
+
+class _WindowMean:
+    """A mean over the current logging window, restarted when read."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        self.total += float(values.sum())
+        self.count += int(values.numel())
+
+    def take(self) -> float | None:
+        mean = self.total / self.count if self.count else None
+        self.total, self.count = 0.0, 0
+        return mean
+
+
 class CounterfactualStats:
     """Counts what is stored, for ``cf/transitions`` and ``cf/buffer_share``, and the window's
-    mean reward gap r_c - r_t (``cf/reward_gap``)."""
+    mean reward gap r_c - r_t (``cf/reward_gap``) and state change ||s_c - s_t||
+    (``cf/state_change``)."""
 
     def __init__(self) -> None:
         self.real = 0
         self.extra = 0
-        self._gap_sum = 0.0
-        self._gap_count = 0
+        self._gap = _WindowMean()
+        self._change = _WindowMean()
 
-    def add(self, real: int, extra: int, gap: torch.Tensor | None = None) -> None:
+    def add(
+        self,
+        real: int,
+        extra: int,
+        gap: torch.Tensor | None = None,
+        states: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """``states`` is (s_c, s_t) of the extra transitions, row for row."""
         self.real += real
         self.extra += extra
         if gap is not None:
-            self._gap_sum += float(gap.sum())
-            self._gap_count += int(gap.numel())
+            self._gap.add(gap)
+        if states is not None:
+            self._change.add((states[0] - states[1]).norm(dim=1))
 
     def metrics(self) -> dict[str, float]:
         metrics = {
@@ -43,9 +73,9 @@ class CounterfactualStats:
             # content until it wraps around, and in expectation afterwards.
             "cf/buffer_share": self.extra / max(self.extra + self.real, 1),
         }
-        if self._gap_count:
-            metrics["cf/reward_gap"] = self._gap_sum / self._gap_count
-            self._gap_sum, self._gap_count = 0.0, 0
+        for name, mean in (("cf/reward_gap", self._gap.take()), ("cf/state_change", self._change.take())):
+            if mean is not None:
+                metrics[name] = mean
         return metrics
 
 
@@ -74,24 +104,30 @@ class MacsAugmenter(NoAugmentation):
         # (s_c, a_t, s_{t+1}, r_c): the counterfactual state with the real action, next state and
         # episode end, and the reward the real action earns from s_c.
         twins = dataclasses.replace(real.select(v), obs=cf.states[v], rewards=cf.rewards[v])
-        self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v])
+        self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v], (twins.obs, real.obs[v]))
         return [twins]
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()
 
+    def queries_per_step(self) -> int:
+        # The intervention and the real action from s_c, once pi_c exists.
+        return 2 if self.synthesizer.trained else 0
+
     def _stage2(self, policy: Policy, joint: bool) -> dict[str, float]:
         """Algorithm 2 against ``policy``: its metrics and its wall time (``perf/stage2_s``)."""
         t0 = time.perf_counter()
-        metrics = self.synthesizer.train(policy, joint=joint)
+        metrics = self.synthesizer.train(policy, joint=joint).metrics
         metrics["perf/stage2_s"] = time.perf_counter() - t0
         return metrics
 
 
 def build_synthesizer(context: AugmenterContext, macs: MacsConfig) -> Synthesizer:
-    """pi_c with its own stage-2 env, seeded apart from the recommender."""
+    """pi_c with its own stage-2 env, seeded apart from the recommender, saved in the run's
+    folder after each stage 2."""
     info = env_info(context.env, context.cfg.env.id)
     seed = context.seed + SYNTHESIS_SEED_OFFSET
     stage2_env = context.make_env()
     algo: AgentConfig = macs.algo
-    return Synthesizer(context.make_agent(algo, seed), stage2_env, info, macs, seed)
+    agent = context.make_agent(algo, seed)
+    return Synthesizer(agent, stage2_env, info, macs, seed, checkpoint=context.output_dir / PI_C_FILE)

@@ -13,6 +13,9 @@ from macs_exp.agents.base import OffPolicyConfig
 from macs_exp.macs.kl import KL_DIRECTIONS
 from macs_exp.schema import Rules, Schema
 
+# What the fixed policy does at the intervened state s'_n in stage 2 (docs/macs.md, item 3).
+REPLAYS = ("algorithm2", "eq9")
+
 
 def learner_rule(algo: Any, base: type) -> tuple[bool, str]:
     """The rule that ``algo`` is an agent whose schema derives from ``base``, listing them."""
@@ -34,6 +37,9 @@ class MacsConfig(Schema):
     kl_smoothing: float = MISSING
     # eq11: KL(R' || R) as in Eqs. 10-11; algorithm2: KL(R || R') as Algorithm 2 writes it.
     kl_direction: str = MISSING
+    # algorithm2: replay a_n, the action chosen at s_n, from s'_n (the pseudo-code);
+    # eq9: the policy chooses its own action at s'_n (Eq. 9's sum over P(A | S_c)).
+    replay: str = MISSING
     # The epsilon of Eqs. 11-12, keeping 1 / (KL + epsilon) finite.
     epsilon: float = MISSING
     # Probability that a real transition gets a counterfactual twin (stage 3).
@@ -52,6 +58,7 @@ class MacsConfig(Schema):
             "kl_window": (self.kl_window >= 1, "at least 1"),
             "kl_smoothing": (self.kl_smoothing > 0, "positive (an empty bin would make the KL infinite)"),
             "kl_direction": (self.kl_direction in KL_DIRECTIONS, f"one of {KL_DIRECTIONS}"),
+            "replay": (self.replay in REPLAYS, f"one of {', '.join(REPLAYS)}"),
             "epsilon": (self.epsilon > 0, "positive"),
             "augment_prob": (0 <= self.augment_prob <= 1, "in [0, 1]"),
             "threshold_frac": (0 <= self.threshold_frac <= 1, "in [0, 1]"),

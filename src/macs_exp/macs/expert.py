@@ -24,8 +24,10 @@ from macs_exp.agents import Agent, Policy
 from macs_exp.cache import atomic_write, content_key, file_lock
 from macs_exp.macs.augment import MacsAugmenter, build_synthesizer
 from macs_exp.macs.synthesis import Synthesizer
+from macs_exp.schema import ConfigError
 from macs_exp.tracking.tags import ROLE_EXPERT
 from macs_exp.trainer.augmenter import AugmenterContext, BaselineConfig, ModeConfig, TrainRun
+from macs_exp.trainer.budget import Budget
 
 log = logging.getLogger("macs_exp")
 
@@ -39,6 +41,8 @@ class ExpertCheckpoint:
     # The MLflow run that trained it (None for a user-supplied checkpoint).
     run_id: str | None
     cached: bool
+    # The env steps its training took (None for a user-supplied checkpoint).
+    env_steps: int | None = None
 
 
 def expert_key(cfg: DictConfig) -> str:
@@ -63,6 +67,7 @@ def expert_config(cfg: DictConfig) -> DictConfig:
         expert.mode = OmegaConf.structured(BaselineConfig(name="baseline"))
         expert.seed = cfg.expert.seed
         expert.trainer.total_steps = cfg.expert.total_steps
+        expert.trainer.budget = "user_steps"
         expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}"
     return expert
 
@@ -83,9 +88,11 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
     checkpoint, meta = folder / "expert.pt", folder / "meta.json"
     with file_lock(Path(cfg.expert.cache_dir) / f"{key}.lock"):
         if checkpoint.is_file() and meta.is_file():
-            run_id = json.loads(meta.read_text())["run_id"]
-            log.info("expert cache hit: %s (trained by MLflow run %s)", checkpoint, run_id)
-            return ExpertCheckpoint(checkpoint, run_id, cached=True)
+            entry = json.loads(meta.read_text())
+            log.info("expert cache hit: %s (trained by MLflow run %s)", checkpoint, entry["run_id"])
+            # Entries from before env steps were counted: a baseline run takes one per user-step.
+            env_steps = entry.get("env_steps", cfg.expert.total_steps)
+            return ExpertCheckpoint(checkpoint, entry["run_id"], cached=True, env_steps=env_steps)
         log.info(
             "expert cache miss: training %s for %d steps into %s",
             cfg.expert.algo.name,
@@ -98,10 +105,10 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
         best = run_dir / "best_agent.pt"
         source = best if best.is_file() else run_dir / "agent.pt"
         atomic_write(checkpoint, lambda out: out.write(source.read_bytes()))
-        info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key}
+        info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key, "env_steps": result.env_steps}
         # Written last and whole: its presence is what marks the entry complete.
         atomic_write(meta, lambda out: out.write(json.dumps(info, indent=2).encode()))
-        return ExpertCheckpoint(checkpoint, result.run_id, cached=False)
+        return ExpertCheckpoint(checkpoint, result.run_id, cached=False, env_steps=result.env_steps)
 
 
 @dataclass
@@ -110,12 +117,26 @@ class ExpertModeConfig(ModeConfig):
 
 
 class ExpertAugmenter(MacsAugmenter):
-    def __init__(self, synthesizer: Synthesizer, expert: Policy) -> None:
+    def __init__(
+        self, synthesizer: Synthesizer, expert: Policy, budget: Budget, expert_env_steps: int | None
+    ) -> None:
         super().__init__(synthesizer)
         self.expert = expert
+        self.budget = budget
+        # Shared by every run that uses the cached expert, so reported apart, not charged.
+        self.expert_env_steps = expert_env_steps
 
     def start(self, agent: Agent) -> dict[str, float]:
-        return {**self._stage2(self.expert, joint=False), "macs/stage2_runs": 1.0}
+        cost = self.synthesizer.stage2_cost()
+        if cost > self.budget.env_steps_left():
+            raise ConfigError(
+                f"trainer.total_steps={self.budget.total} env steps cannot pay for expert mode's stage 2 "
+                f"({cost} env steps) and leave any for training; raise it, or use trainer.budget=user_steps"
+            )
+        metrics = {**self._stage2(self.expert, joint=False), "macs/stage2_runs": 1.0}
+        if self.expert_env_steps is not None:
+            metrics["perf/expert_env_steps"] = float(self.expert_env_steps)
+        return metrics
 
 
 @plugins.mode("expert", ExpertModeConfig, suffix="-E", order=10)
@@ -132,4 +153,4 @@ def expert(context: AugmenterContext) -> ExpertAugmenter:
     expert_cfg = context.cfg.expert
     agent = context.make_agent(expert_cfg.algo, expert_cfg.seed)
     agent.load(checkpoint.path)
-    return ExpertAugmenter(synthesizer, agent.frozen_policy())
+    return ExpertAugmenter(synthesizer, agent.frozen_policy(), context.budget, checkpoint.env_steps)

@@ -49,7 +49,7 @@ class RandomMaskAugmenter(NoAugmentation):
 
     def after_step(self, real: Transitions) -> list[Transitions]:
         masked = random_mask(real.obs, self.mask_prob, self.generator)
-        self.stats.add(len(real), len(real))
+        self.stats.add(len(real), len(real), states=(masked, real.obs))
         return [
             Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)
         ]

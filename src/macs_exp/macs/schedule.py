@@ -29,9 +29,13 @@ class ThresholdSchedule:
         self.delta = temperature_frac * (high - low)
         self.scores: deque[float] = deque(maxlen=window)
         self.runs = 0
+        # The highest windowed score seen, to say how far a run stayed from the threshold.
+        self.best_score = float("-inf")
 
     def observe(self, scores: np.ndarray) -> None:
         self.scores.extend(float(s) for s in np.asarray(scores).ravel())
+        if len(self.scores) == self.scores.maxlen:
+            self.best_score = max(self.best_score, self.mean_score)
 
     @property
     def mean_score(self) -> float:

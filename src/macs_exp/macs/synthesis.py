@@ -9,8 +9,11 @@ random numbers as the real step it shadows; the step that earns r_c draws the on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -46,23 +49,40 @@ class Counterfactuals:
     valid: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Stage2Report:
+    """One stage-2 run: its metrics, and every reward pi_c was given, in the order stored
+    (windows in turn, users within a window), which shows whether pi_c had any signal."""
+
+    metrics: dict[str, float]
+    rewards: torch.Tensor
+
+
+# The action taken from s_c: fixed (the action chosen at the real state), or chosen there.
+Response = np.ndarray | Callable[[np.ndarray], np.ndarray]
+
+# Stage 2's env steps per user-step: the intervention, the response from s'_n, the real step.
+STAGE2_STEPS_PER_USER_STEP = 3
+
+
 def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
 def intervene(
-    env: BatchedEnv, intervention: np.ndarray, actions: np.ndarray
+    env: BatchedEnv, intervention: np.ndarray, response: Response
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """From the env's current state: step ``intervention`` (giving s_c), then ``actions`` from
-    s_c (giving r_c), then restore. Returns s_c, r_c, and whether the intervention terminated
-    or truncated the episode; where it did, s_c is that episode's last observation and r_c is
-    meaningless."""
+    """From the env's current state: step ``intervention`` (giving s_c), then ``response`` from
+    s_c (giving r_c), then restore. ``response`` is an array of actions, or a function of s_c
+    that chooses them (Eq. 9's reading of stage 2). Returns s_c, r_c, and whether the
+    intervention terminated or truncated the episode; where it did, s_c is that episode's last
+    observation and r_c is meaningless."""
     snapshot = env.snapshot()
     s_c, _, terminated, truncated, info = env.step(intervention)
     ended = terminated | truncated
     if ended.any():
         s_c = np.where(ended[:, None], info["final_obs"], s_c)
-    _, r_c, *_ = env.step(actions)
+    _, r_c, *_ = env.step(response(s_c) if callable(response) else response)
     env.restore(snapshot)
     return np.asarray(s_c, dtype=np.float32), np.asarray(r_c, dtype=np.float32), terminated, truncated
 
@@ -71,15 +91,30 @@ class Synthesizer:
     """pi_c with its own env for stage 2, so that training it never touches the recommender's
     env, and the bookkeeping the metrics report."""
 
-    def __init__(self, agent: Agent, env: BatchedEnv, info: EnvInfo, cfg: MacsConfig, seed: int) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        env: BatchedEnv,
+        info: EnvInfo,
+        cfg: MacsConfig,
+        seed: int,
+        checkpoint: Path | None = None,
+    ) -> None:
         self.agent = agent
         self.env = env
         self.info = info
         self.cfg = cfg
         self.seed = seed
+        # Where pi_c is saved after every stage 2 (Algorithm 2's last line), if anywhere.
+        self.checkpoint = checkpoint
         self.generator = torch.Generator().manual_seed(seed)
         self.trained = False
         self._obs: np.ndarray | None = None
+
+    def stage2_cost(self) -> int:
+        """The env steps one stage-2 run takes: every user-step of it is three steps."""
+        n = self.env.num_envs
+        return -(-self.cfg.stage2_steps // n) * n * STAGE2_STEPS_PER_USER_STEP
 
     # --- stage 3 ------------------------------------------------------------------------
     def counterfactuals(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> Counterfactuals:
@@ -96,7 +131,7 @@ class Synthesizer:
         return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(terminated | truncated))
 
     # --- stage 2 (Algorithm 2) ----------------------------------------------------------
-    def train(self, policy: Policy, joint: bool) -> dict[str, float]:
+    def train(self, policy: Policy, joint: bool) -> Stage2Report:
         """Trains pi_c for ``stage2_steps`` user-steps against ``policy`` (the expert, or a
         frozen copy of the recommender), with Eq. 11 (``joint=False``) or Eq. 12.
 
@@ -109,6 +144,7 @@ class Synthesizer:
         window: list[_Step] = []
         kls: list[torch.Tensor] = []
         rewards: list[torch.Tensor] = []
+        visited: list[torch.Tensor] = []
         losses: dict[str, list[float]] = {}
         done_steps = 0
         while done_steps < self.cfg.stage2_steps:
@@ -118,26 +154,57 @@ class Synthesizer:
                 kl, reward = self._close_window(window, joint)
                 kls.append(kl)
                 rewards.append(reward)
+                visited.extend(step.states for step in window)
                 for update in self.agent.learn():
                     for key, value in update.items():
                         losses.setdefault(key, []).append(value)
                 window.clear()
         self.trained = True
-        summary = {"macs/kl": float(torch.cat(kls).mean()), "macs/reward": float(torch.cat(rewards).mean())}
+        if self.checkpoint is not None:
+            self.agent.save(self.checkpoint)
+        return Stage2Report(self._summary(kls, torch.cat(rewards), torch.cat(visited), losses), torch.cat(rewards))
+
+    def _summary(
+        self, kls: list[torch.Tensor], rewards: torch.Tensor, visited: torch.Tensor, losses: dict[str, list[float]]
+    ) -> dict[str, float]:
+        """The ``macs/*`` metrics of one stage-2 run (see docs/macs.md, Metrics)."""
+        summary = {
+            "macs/kl": float(torch.cat(kls).mean()),
+            "macs/reward": float(rewards.mean()),
+            # 0 when every transition got the same reward: pi_c had nothing to learn from.
+            "macs/reward_std": float(rewards.std(correction=0)),
+        }
+        saturation = self.action_saturation(visited)
+        if saturation is not None:
+            summary["macs/action_saturation"] = saturation
         summary.update({f"macs/{k}": float(np.mean(v)) for k, v in losses.items()})
         if self.info.trivial_mask is not None:
             assert self._obs is not None
             summary["macs/trivial_change_fraction"] = self.trivial_change_fraction(self.env, self._obs)
         return summary
 
+    def action_saturation(self, states: torch.Tensor) -> float | None:
+        """The share of pi_c's deterministic action components at ``states`` that lie beyond 99%
+        of the way from the action space's centre to its bound: a pi_c pinned to its bounds
+        (tanh saturated) no longer tells states apart. None for a non-Box action space."""
+        space = self.env.single_action_space
+        if not isinstance(space, gym.spaces.Box):
+            return None
+        low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+        centre, half = (high + low) / 2, (high - low) / 2
+        actions = self.agent.act(states, deterministic=True).cpu()
+        return float(((actions - centre).abs() > 0.99 * half).float().mean())
+
     def _step(self, policy: Policy) -> _Step:
         """One step of Algorithm 2 from the stage-2 env's current state: the policy's a_n, pi_c's
-        a'_n (exploring), the intervention's s'_n and r'_n, then the real step with a_n."""
+        a'_n (exploring), the intervention's s'_n and r'_n, then the real step with a_n. r'_n is
+        a_n's reward from s'_n (``macs.replay=algorithm2``) or that of the policy's own action
+        there (``eq9``)."""
         assert self._obs is not None
         obs_t = _tensor(self._obs)
         a = policy(obs_t).cpu()
         a_prime = self.agent.explore(obs_t).cpu()
-        s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), a.numpy())
+        s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), self._response(policy, a))
         self._obs, r, *_ = self.env.step(a.numpy())
         return _Step(
             obs_t,
@@ -148,6 +215,17 @@ class Synthesizer:
             torch.from_numpy(terminated),
             torch.from_numpy(terminated | truncated),
         )
+
+    def _response(self, policy: Policy, a: torch.Tensor) -> Response:
+        """What the fixed policy does at s'_n: replay a_n (Algorithm 2), or choose its own action
+        there, as Eq. 9's sum over P(A | S_c) says."""
+        if self.cfg.replay == "algorithm2":
+            return a.numpy()
+
+        def own_choice(s_prime: np.ndarray) -> np.ndarray:
+            return policy(_tensor(s_prime)).cpu().numpy()
+
+        return own_choice
 
     def _close_window(self, window: list[_Step], joint: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixes the rewards of a full window from its KL (Eqs. 10-12) and hands its transitions

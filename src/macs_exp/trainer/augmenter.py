@@ -19,6 +19,11 @@ Call order (user-steps are transitions collected from the env, N per vector step
   metrics to log now (joint mode retrains pi_c here). Its wall time is kept out of
   ``perf/steps_per_s``, like ``start``'s.
 - ``metrics()``: at the end of each logging window, the mode's own metrics for that window.
+- ``queries_per_step()``: before every vector step, an upper bound on the env steps per user
+  that ``before_step`` will take, so that an env-step budget (``trainer.budget=env_steps``) is
+  never overrun.
+- ``finish()``: once, after the last step. Returns tags to set on the run (joint mode marks a
+  run whose stage 2 never ran).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from macs_exp.agents import Agent, AgentConfig, Transitions
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.schema import Schema
 from macs_exp.tracking import Tracker
+from macs_exp.trainer.budget import Budget
 from macs_exp.trainer.result import TrainResult
 
 if TYPE_CHECKING:
@@ -66,6 +72,10 @@ class Augmenter(Protocol):
 
     def metrics(self) -> dict[str, float]: ...
 
+    def queries_per_step(self) -> int: ...
+
+    def finish(self) -> dict[str, str]: ...
+
 
 class TrainRun(Protocol):
     """Trains another run of this framework (an expert) from its config, in ``output_dir``, with
@@ -89,6 +99,9 @@ class AugmenterContext:
     make_agent: Callable[[AgentConfig, int], Agent]
     seed: int
     tracker: Tracker
+    # The run's folder (checkpoints such as pi_c.pt go there) and its budget.
+    output_dir: Path
+    budget: Budget
     # ``run_experiment``, passed in so that no mode imports the composition root.
     train_run: TrainRun
 
@@ -112,6 +125,12 @@ class NoAugmentation:
         return {}
 
     def metrics(self) -> dict[str, float]:
+        return {}
+
+    def queries_per_step(self) -> int:
+        return 0
+
+    def finish(self) -> dict[str, str]:
         return {}
 
 

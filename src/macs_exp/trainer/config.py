@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from macs_exp.schema import Rules, Schema
+from macs_exp.trainer.budget import BUDGETS
 
 PROGRESS_MODES = ("auto", "bar", "log", "none")
 
 
 @dataclass
 class TrainerConfig(Schema):
-    # Budget in user-steps (transitions collected from the real environment).
+    # The run's budget: user-steps (transitions collected from the real environment), or, with
+    # budget=env_steps, env steps of every kind (real, MACS queries, stage 2).
     total_steps: int = MISSING
+    budget: str = MISSING
     eval_every: int = MISSING
     eval_episodes: int = MISSING
     # The evaluation users are drawn from their own stream, the same for every
@@ -32,5 +35,6 @@ class TrainerConfig(Schema):
             key: (getattr(self, key) >= 1, "at least 1")
             for key in ("total_steps", "eval_every", "eval_episodes", "log_every", "torch_threads")
         }
+        rules["budget"] = (self.budget in BUDGETS, f"one of {', '.join(BUDGETS)}")
         rules["progress"] = (self.progress in PROGRESS_MODES, f"one of {', '.join(PROGRESS_MODES)}")
         return rules

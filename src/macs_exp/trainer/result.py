@@ -16,3 +16,5 @@ class TrainResult:
     # metric name -> [(user_step, value), ...], for the learning-curve figure
     history: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     run_id: str | None = None
+    # Every env step the run took (perf/env_steps at the end).
+    env_steps: int = 0

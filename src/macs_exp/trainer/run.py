@@ -28,6 +28,7 @@ from macs_exp.data import load_rating_data
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.config import RatingEnvConfig
+from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.metrics import ranking_metrics
@@ -35,6 +36,7 @@ from macs_exp.schema import ConfigError
 from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
 from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
+from macs_exp.trainer.budget import Budget
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.trainer import Ranking, Trainer
@@ -83,17 +85,25 @@ def _train(
 ) -> tuple[Agent, TrainResult]:
     """Builds the envs, the agent, the mode's augmenter and the trainer, and trains."""
     env_cfg = config.env
+    budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
     with ExitStack() as envs:
 
-        def make_env(num_envs: int | None = env_cfg.num_envs, split: str = "train") -> BatchedEnv:
-            env = make_batched_env(env_cfg, num_envs, str(device), data=data, split=split)
-            envs.callback(env.close)
-            return env
+        def make_env(
+            num_envs: int | None = env_cfg.num_envs, split: str = "train", counted: bool = True
+        ) -> BatchedEnv:
+            """An env like the run's; ``counted`` ones (all but evaluation) are its cost."""
+            made = make_batched_env(env_cfg, num_envs, str(device), data=data, split=split)
+            envs.callback(made.close)
+            return CountingEnv(made, budget.counter) if counted else made
 
         env = make_env()
         # Offline datasets evaluate every test user on the test split; simulators draw
         # trainer.eval_episodes users from the evaluation stream.
-        eval_env = make_env(None, "test") if data is not None else make_env(config.trainer.eval_episodes)
+        eval_env = (
+            make_env(None, "test", counted=False)
+            if data is not None
+            else make_env(config.trainer.eval_episodes, counted=False)
+        )
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
             return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed)
@@ -108,6 +118,8 @@ def _train(
             seed=config.seed,
             tracker=tracker,
             train_run=run_experiment,
+            output_dir=output_dir,
+            budget=budget,
         )
         trainer = Trainer(
             agent=agent,
@@ -120,6 +132,7 @@ def _train(
             augmenter=plugins.mode_plugin(config.mode.name).factory(context),
             progress=progress,
             ranking=None if data is None else _ranking(eval_env, data),
+            budget=budget,
         )
         return agent, trainer.train()
 
@@ -132,7 +145,8 @@ def _report(result: TrainResult, agent: Agent, tracker: Tracker, output_dir: Pat
     curve = plot_learning_curve(
         {k: result.history[k] for k in shown}, output_dir / "learning_curve.png", title
     )
-    for path in (curve, output_dir / "agent.pt", output_dir / "best_agent.pt"):
+    # The agent, its best checkpoint, and whatever the mode saved (pi_c.pt).
+    for path in (curve, *sorted(output_dir.glob("*.pt"))):
         if path.exists():
             tracker.log_artifact(path, "checkpoints" if path.suffix == ".pt" else None)
     log.info("finished %s: final %s", title, _fmt(result.final_eval))

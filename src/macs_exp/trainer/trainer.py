@@ -18,9 +18,12 @@ import torch
 
 from macs_exp.agents import Agent, Transitions
 from macs_exp.envs.base import BatchedEnv
+from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import EpisodeStats, key_metric
+from macs_exp.schema import ConfigError
 from macs_exp.tracking import Tracker
 from macs_exp.trainer.augmenter import Augmenter, NoAugmentation
+from macs_exp.trainer.budget import Budget
 from macs_exp.trainer.config import TrainerConfig
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
@@ -88,7 +91,14 @@ class Trainer:
         augmenter: Augmenter | None = None,
         progress: Progress | None = None,
         ranking: Ranking | None = None,
+        budget: Budget | None = None,
     ) -> None:
+        """``budget`` counts the env steps of every env the run trains with (the caller wraps
+        them in ``CountingEnv``s on its counter); without one, only ``env`` is counted."""
+        if budget is None:
+            budget = Budget(cfg.budget, cfg.total_steps, StepCounter())
+            env = CountingEnv(env, budget.counter)
+        self.budget = budget
         self.agent = agent
         self.env = env
         self.eval_env = eval_env
@@ -108,10 +118,15 @@ class Trainer:
         result = TrainResult(steps=0, key_metric="", final_eval={}, best_eval={})
         window = _Window(EpisodeStats(self.items_per_page))
         window.paused += self._paused(lambda: self.augmenter.start(self.agent), 0, result)
-        while loop.steps < cfg.total_steps:
+        if not self._may_step(loop):
+            raise ConfigError(
+                f"trainer.total_steps={cfg.total_steps} leaves no env step for training "
+                f"({self.budget.counter.steps} already spent before the first step); raise it"
+            )
+        while self._may_step(loop):
             self._step(loop, window, result)
             window.add_losses(self.agent.learn())
-            last = loop.steps >= cfg.total_steps
+            last = not self._may_step(loop)
             if loop.steps >= loop.next_log or last:
                 self._log_window(window, loop.steps, result)
                 window = _Window(EpisodeStats(self.items_per_page))
@@ -120,8 +135,16 @@ class Trainer:
                 window.paused += self._paused(lambda: self._evaluate(loop.steps, result), loop.steps, result)
                 loop.next_eval = (loop.steps // cfg.eval_every + 1) * cfg.eval_every
         result.steps = loop.steps
+        result.env_steps = self.budget.counter.steps
+        tags = self.augmenter.finish()
+        if tags:
+            self.tracker.set_tags(tags)
         self.tracker.flush()
         return result
+
+    def _may_step(self, loop: _Loop) -> bool:
+        n = self.env.num_envs
+        return self.budget.allows(loop.steps, n * (1 + self.augmenter.queries_per_step()))
 
     def _step(self, loop: _Loop, window: _Window, result: TrainResult) -> None:
         """One vector step: act, let the augmenter look before and after, hand everything to
@@ -176,11 +199,13 @@ class Trainer:
         metrics = window.metrics()
         metrics.update(self.augmenter.metrics())
         metrics["perf/steps_per_s"] = window.steps_per_s()
+        metrics["perf/env_steps"] = float(self.budget.counter.steps)
         self._log(metrics, steps, result)
 
     def _evaluate(self, steps: int, result: TrainResult) -> None:
         metrics = evaluate(self.agent, self.eval_env, self.cfg.eval_seed, self.items_per_page, self.ranking)
-        self._log(metrics, steps, result)
+        # With the evaluation, so that curves can be drawn against simulator cost.
+        self._log({**metrics, "perf/env_steps": float(self.budget.counter.steps)}, steps, result)
         result.final_eval = metrics
         result.key_metric = key_metric(metrics)
         if not result.best_eval or metrics[result.key_metric] > result.best_eval[result.key_metric]:
