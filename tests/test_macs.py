@@ -157,9 +157,10 @@ def _trajectory(env, actions: np.ndarray, query: bool) -> list[np.ndarray]:
         ["env=virtual_taobao"],
         ["env=virtual_taobao", "+env.kwargs.exact_rng=true"],
         ["env=synthetic"],
+        ["env=session"],
         ["env=pendulum"],
     ],
-    ids=["vtb-fast", "vtb-exact", "synthetic", "pendulum"],
+    ids=["vtb-fast", "vtb-exact", "synthetic", "session", "pendulum"],
 )
 def test_counterfactual_queries_leave_the_real_trajectory_unchanged(overrides: list[str]) -> None:
     env_cfg = OmegaConf.to_object(compose_config(overrides).env)
@@ -167,7 +168,7 @@ def test_counterfactual_queries_leave_the_real_trajectory_unchanged(overrides: l
     plain, queried = make_batched_env(env_cfg, n, "cpu"), make_batched_env(env_cfg, n, "cpu")
     space = plain.single_action_space
     rng = np.random.default_rng(0)
-    # Long enough to cross episode ends (Synthetic's are 10 steps; VTB users leave at random).
+    # Long enough to cross episode ends (Synthetic's and Session's are 10 steps; VTB users leave at random).
     actions = rng.uniform(space.low, space.high, size=(25, n, space.shape[0])).astype(np.float32)
     a, b = _trajectory(plain, actions, query=False), _trajectory(queried, actions, query=True)
     assert len(a) == len(b)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-ITEMS_PER_PAGE = 10
+from macs_exp.envs.taste import page_clicks, page_metadata
 
 
 @dataclass
@@ -62,15 +62,7 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
-        self.metadata = {
-            **self.metadata,
-            "items_per_page": ITEMS_PER_PAGE,
-            "reward_range": (0.0, float(ITEMS_PER_PAGE)),
-            "reward_bins": ITEMS_PER_PAGE + 1,
-            "score": "mean_reward",
-            "score_range": (0.0, float(ITEMS_PER_PAGE)),
-            "trivial_mask": np.arange(dim) >= essential_dim,
-        }
+        self.metadata = {**self.metadata, **page_metadata(np.arange(dim) >= essential_dim)}
         self.generator = torch.Generator(device=self.device)
         # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
         # Seeding this generator alone leaves torch's global one (which the trainer seeds) alone.
@@ -100,10 +92,8 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device).clamp(-1.0, 1.0)
-        essential = self.state[:, : self.essential_dim]
-        taste = torch.tanh(essential)
-        p = torch.exp(-self.sharpness * (a[:, : self.essential_dim] - taste).square().mean(1))
-        clicks = (ITEMS_PER_PAGE * p).round()
+        taste = torch.tanh(self.state[:, : self.essential_dim])
+        clicks = page_clicks(a[:, : self.essential_dim], taste, self.sharpness)
         self.state += self.step_size * a
         self.steps += 1
         truncated = self.steps >= self.episode_length
@@ -114,6 +104,15 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
         info = {"final_obs": final, "_final_obs": truncated_np}
         terminated = np.zeros(self.num_envs, dtype=bool)
         return self.state.cpu().numpy().copy(), clicks.cpu().numpy(), terminated, truncated_np, info
+
+    def oracle_actions(self, obs: np.ndarray) -> np.ndarray:
+        """The taste-matching expert ``[tanh(e), 0]`` for observations ``obs`` (..., dim): it
+        earns 10 clicks and leaves the trivial components where they are, the reference a
+        ground-truth study compares learned policies with."""
+        state = torch.as_tensor(obs, dtype=torch.float32)
+        actions = torch.zeros_like(state)
+        actions[..., : self.essential_dim] = torch.tanh(state[..., : self.essential_dim])
+        return actions.numpy()
 
     def snapshot(self) -> SyntheticState:
         return SyntheticState(self.state.clone(), self.steps.clone(), self.generator.get_state())

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
 
-from macs_exp.envs import RATING_ID, SYNTHETIC_ID
+from macs_exp.envs import RATING_ID, SESSION_ID, SYNTHETIC_ID
 
 
 class VectorOnlyEnvError(gym.error.Error):
@@ -47,6 +47,7 @@ def _refusal(env_id: str, note: str = "") -> Callable[..., NoReturn]:
 
 
 synthetic = _refusal(SYNTHETIC_ID)
+session = _refusal(SESSION_ID)
 rating = _refusal(
     RATING_ID,
     "; data from macs_exp.data.load_rating_data(env_cfg, data_cfg), and with split='test', "
