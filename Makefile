@@ -72,9 +72,17 @@ table1: setup
 # job failed; the target still fails then).
 figures: fig4 fig5 fig6
 
+# Fig. 4: the main sweep, its -J rows under Eq. 9's replay, then baselines at the MACS runs' mean
+# simulator cost (trainer.budget=env_steps); the curves against user-steps and env steps, and the table.
 fig4: setup
 	@status=0; $(SWEEP) +experiment=fig4 $(ARGS) || status=1; \
-	$(BIN)/python scripts/plot_curves.py --experiment fig4 --figure fig4 && exit $$status
+	$(SWEEP) +experiment=fig4 mode=joint macs.replay=eq9 $(ARGS) || status=1; \
+	cost=$$($(BIN)/python scripts/cost_budget.py --experiment fig4) && \
+	$(SWEEP) +experiment=fig4 mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
+	$(BIN)/python scripts/plot_curves.py --experiment fig4 --figure fig4 || status=1; \
+	$(BIN)/python scripts/plot_curves.py --experiment fig4 --figure fig4 --x env_steps || status=1; \
+	$(BIN)/python scripts/table1.py --experiment fig4 --out-dir outputs/tables/fig4 || status=1; \
+	exit $$status
 
 fig5: setup
 	@status=0; $(SWEEP) +experiment=fig5_hidden $(ARGS) || status=1; \

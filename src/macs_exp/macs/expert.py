@@ -105,7 +105,12 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
         best = run_dir / "best_agent.pt"
         source = best if best.is_file() else run_dir / "agent.pt"
         atomic_write(checkpoint, lambda out: out.write(source.read_bytes()))
-        info = {"run_id": result.run_id, "best_eval": result.best_eval, "key": key, "env_steps": result.env_steps}
+        info = {
+            "run_id": result.run_id,
+            "best_eval": result.best_eval,
+            "key": key,
+            "env_steps": result.env_steps,
+        }
         # Written last and whole: its presence is what marks the entry complete.
         atomic_write(meta, lambda out: out.write(json.dumps(info, indent=2).encode()))
         return ExpertCheckpoint(checkpoint, result.run_id, cached=False, env_steps=result.env_steps)

@@ -51,8 +51,12 @@ class JointAugmenter(MacsAugmenter):
         if cost <= self.budget.env_steps_left():
             return True
         if not self._out_of_budget:
-            log.info("joint: stage 2 due at user-step %d skipped: it costs %d env steps, %d left", steps,
-                     cost, self.budget.env_steps_left())
+            log.info(
+                "joint: stage 2 due at user-step %d skipped: it costs %d env steps, %d left",
+                steps,
+                cost,
+                self.budget.env_steps_left(),
+            )
             self._out_of_budget = True
         return False
 

@@ -162,10 +162,15 @@ class Synthesizer:
         self.trained = True
         if self.checkpoint is not None:
             self.agent.save(self.checkpoint)
-        return Stage2Report(self._summary(kls, torch.cat(rewards), torch.cat(visited), losses), torch.cat(rewards))
+        all_rewards = torch.cat(rewards)
+        return Stage2Report(self._summary(kls, all_rewards, torch.cat(visited), losses), all_rewards)
 
     def _summary(
-        self, kls: list[torch.Tensor], rewards: torch.Tensor, visited: torch.Tensor, losses: dict[str, list[float]]
+        self,
+        kls: list[torch.Tensor],
+        rewards: torch.Tensor,
+        visited: torch.Tensor,
+        losses: dict[str, list[float]],
     ) -> dict[str, float]:
         """The ``macs/*`` metrics of one stage-2 run (see docs/macs.md, Metrics)."""
         summary = {
@@ -204,7 +209,8 @@ class Synthesizer:
         obs_t = _tensor(self._obs)
         a = policy(obs_t).cpu()
         a_prime = self.agent.explore(obs_t).cpu()
-        s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), self._response(policy, a))
+        response = self._response(policy, a)
+        s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), response)
         self._obs, r, *_ = self.env.step(a.numpy())
         return _Step(
             obs_t,
