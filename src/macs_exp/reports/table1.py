@@ -202,7 +202,7 @@ def _differing_params(runs: pd.DataFrame) -> str:
         values = runs[column].fillna("<unset>").astype(str)
         if values.nunique() > 1:
             counts = values.value_counts().sort_index()
-            parts.append(f"{key}=" + ", ".join(f"{v} ({k} runs)" for v, k in counts.items()))
+            parts.append(f"{key}=" + ", ".join(f"{v} ({k} run{'s' * (k > 1)})" for v, k in counts.items()))
     return "; ".join(parts)
 
 
