@@ -2,7 +2,12 @@
 Fig. 6 (threshold epsilon_1), from the runs of an MLflow experiment.
 
     python scripts/plot_curves.py --experiment fig4 [--sweep-id ID ...] [--figure fig4|fig5|fig6]
-        [--metric eval/ctr] [--tracking-uri URI] [--out-dir outputs/figures] [--no-log]
+        [--metric eval/ctr] [--x user_steps|env_steps] [--tracking-uri URI] [--out-dir outputs/figures]
+        [--no-log]
+
+--x env_steps puts each evaluation at the env steps its run had taken by then (perf/env_steps:
+real steps, MACS's counterfactual queries and stage 2), so MACS is charged for its simulator
+calls; runs that never logged perf/env_steps are skipped with a note.
 
 Writes ``<out-dir>/<experiment>-<figure>-<env>.png`` per env and prints each path; unless
 --no-log, logs them under ``figures/`` of the parent runs of the sweeps the plotted runs belong to.
@@ -16,14 +21,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from macs_exp.reports.curves import FIGURES, CurvesError, write_figures
+from macs_exp.reports.curves import FIGURES, X_AXES, CurvesError, write_figures
 from macs_exp.reports.runs import (
     add_selection_args,
+    client_for,
     load_selection,
     log_to_sweeps,
-    open_client,
 )
-from macs_exp.tracking.mlflow_tracker import default_tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,10 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="metric key; default: eval/ctr, else test/precision, else eval/episode_reward",
     )
+    parser.add_argument(
+        "--x", choices=X_AXES, default="user_steps", help="x axis of the curves (default: %(default)s)"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/figures"))
     args = parser.parse_args(argv)
 
-    client = open_client(args.tracking_uri or default_tracking_uri())
+    client = client_for(args)
     # Only the selection's LookupError means "nothing to read"; a KeyError from a bug must not.
     try:
         runs = load_selection(client, args.experiment, args.sweep_ids)
@@ -55,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             figure=args.figure,
             out_dir=args.out_dir,
             metric=args.metric,
+            x=args.x,
         )
     except CurvesError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from macs_exp.reports.runs import (
     add_selection_args,
+    client_for,
     load_selection,
     log_to_sweeps,
-    open_client,
 )
 from macs_exp.reports.table1 import (
     build_table,
@@ -27,7 +27,6 @@ from macs_exp.reports.table1 import (
     to_markdown,
     write_tables,
 )
-from macs_exp.tracking.mlflow_tracker import default_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/tables"), help="where the files go")
     args = parser.parse_args(argv)
 
-    client = open_client(args.tracking_uri or default_tracking_uri())
+    client = client_for(args)
     try:
         frame = load_selection(client, args.experiment, args.sweep_ids)
     except LookupError as err:

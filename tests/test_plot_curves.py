@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from conftest import MlflowStore, run_script
-from macs_exp.reports.curves import CurvesError, aggregate, fetch_histories, finals, write_figures
+from macs_exp.reports import curves as curves_module
+from macs_exp.reports.curves import (
+    CurvesError,
+    aggregate,
+    aggregate_on_grid,
+    env_step_history,
+    fetch_histories,
+    finals,
+    write_figures,
+)
 from macs_exp.reports.runs import load_runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -258,3 +269,84 @@ def test_a_sweep_figure_says_when_the_param_was_not_varied(mlflow_store: MlflowS
     )
     assert_png(written[0].path)
     assert notes[-1] == "fig6: every run has macs.threshold_frac=0.4; +experiment=fig6_threshold varies it"
+
+
+def test_env_step_history_matches_steps_and_interpolates_between_them() -> None:
+    history = [(0, 0.5), (100, 1.0), (200, 2.0), (300, 3.0), (400, 4.0)]
+    # perf/env_steps at steps 100 and 300 only: 200 lies halfway, 0 and 400 outside are dropped.
+    assert env_step_history(history, [(100, 150.0), (300, 450.0)]) == [
+        (150.0, 1.0),
+        (300.0, 2.0),
+        (450.0, 3.0),
+    ]
+    assert env_step_history(history, []) == []
+
+
+def test_aggregate_on_grid_interpolates_each_seed_within_its_own_range() -> None:
+    frame = pd.DataFrame([{"run_id": r, "status": "FINISHED", "panel": "p", "line": "l"} for r in ("a", "b")])
+    histories = {"a": [(100.0, 1.0), (300.0, 3.0)], "b": [(200.0, 2.0), (400.0, 6.0)]}
+    curves = aggregate_on_grid(frame, histories, "panel", "line")
+    assert list(curves.columns) == ["panel", "line", "env_steps", "mean", "std", "n"]
+    # Grid 100..400; a reaches 100-300 (2.0 at 200), b 200-400 (4.0 at 300).
+    assert curves[["env_steps", "mean", "n"]].values.tolist() == [
+        [100.0, 1.0, 1], [200.0, 2.0, 2], [300.0, 3.5, 2], [400.0, 6.0, 1],
+    ]  # fmt: skip
+    assert curves["std"].tolist()[1:3] == [0.0, pytest.approx(math.sqrt(0.5))]
+    assert curves["std"].iloc[[0, 3]].isna().all()
+
+
+def test_fig4_on_env_steps(
+    mlflow_store: MlflowStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Baselines cost one env step per user-step, expert seeds more and unevenly (seed 1 logged
+    perf/env_steps off the eval steps); a cost-matched baseline is its own line; a joint run
+    from before perf/env_steps is skipped by name."""
+    ctr = [(100, 2.0), (200, 4.0)]
+    specs = [
+        ("baseline", 0, [(100, 1.0), (200, 2.0)], [(100, 100.0), (200, 200.0)], {}),
+        (
+            "baseline",
+            0,
+            [(100, 1.5), (200, 2.5)],
+            [(100, 120.0), (200, 240.0)],
+            {"trainer.budget": "env_steps"},
+        ),
+        ("expert", 0, ctr, [(100, 300.0), (200, 600.0)], {}),
+        ("expert", 1, ctr, [(50, 200.0), (150, 600.0), (250, 800.0)], {}),
+    ]
+    for mode, seed, points, cost, params in specs:
+        mlflow_store.run(
+            "fig4", algo="ddpg", mode=mode, env="virtual_taobao", seed=seed, params=params,
+            metrics={"eval/ctr": points, "perf/env_steps": cost},
+        )  # fmt: skip
+    old = mlflow_store.run(
+        "fig4", algo="ddpg", mode="joint", env="virtual_taobao", seed=0, metrics={"eval/ctr": ctr}
+    )
+    drawn: list[tuple[pd.DataFrame, list[str], str]] = []
+    real_plot = curves_module.plot_curves
+
+    def spy(curves: pd.DataFrame, path: Path, *, label: Callable[[Any, Any], str], x: str, **kw: Any) -> Path:
+        lines = dict.fromkeys(zip(curves["panel"], curves["line"], strict=True))
+        drawn.append((curves, [label(panel, line) for panel, line in lines], x))
+        return real_plot(curves, path, label=label, x=x, **kw)
+
+    monkeypatch.setattr(curves_module, "plot_curves", spy)
+    notes: list[str] = []
+    written = write_figures(
+        mlflow_store.client, load_runs(mlflow_store.client, "fig4"), experiment="fig4", figure="fig4",
+        out_dir=tmp_path, x="env_steps", report=notes.append,
+    )  # fmt: skip
+    assert_png(written[0].path)
+    assert written[0].runs == 4
+    assert notes == [
+        f"virtual_taobao: skipped run {old} (ddpg/joint, seed 0): "
+        "no perf/env_steps to put on the env-steps axis"
+    ]
+    curves, labels, x = drawn[0]
+    assert (labels, x) == (["DDPG", "DDPG (=cost)", "DDPG-E"], "env_steps")
+    assert row(curves, line="baseline (=cost)", env_steps=240.0)["mean"] == 2.5
+    # Expert seed 0 is at 300 and 600 env steps, seed 1 (interpolated) at 400 and 700.
+    expert = curves[curves["line"] == "expert"]
+    assert expert[["env_steps", "mean", "n"]].values.tolist() == [
+        [300.0, 2.0, 1], [400.0, pytest.approx(7 / 3), 2], [600.0, pytest.approx(11 / 3), 2], [700.0, 4.0, 1],
+    ]  # fmt: skip

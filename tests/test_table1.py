@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import MlflowStore, run_script
+from macs_exp.reports.cost import mean_env_steps
 from macs_exp.reports.runs import load_runs
 from macs_exp.reports.table1 import CSV_COLUMNS, build_table, to_latex, to_markdown, write_tables
 
@@ -270,3 +271,110 @@ def test_script_exits_2_without_runs(
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+COST = "cost"
+
+
+@pytest.fixture(scope="module")
+def cost_store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
+    """DDPG on synthetic, 3 seeds per row: plain baselines from before ``trainer.budget`` (no
+    such param), cost-matched baselines (``env_steps``), -J runs and -E runs one of which ran
+    twice as long. Seeds, run names and paths differ per run, as the trainer writes them."""
+    s = MlflowStore(tmp_path_factory.mktemp("cost"))
+
+    def run(mode: str, seed: int, reward: float, env_steps: float, status: str = "FINISHED", **params: str):
+        s.run(
+            COST, algo="ddpg", mode=mode, env="synthetic", seed=seed, status=status,
+            metrics={"eval/episode_reward": reward, "perf/env_steps": env_steps},
+            params={"seed": str(seed), "tracking.run_name": f"{mode}-{seed}", "data.cache_dir": f"/m{seed}",
+                    "trainer.total_steps": "1000", **params},
+        )  # fmt: skip
+
+    for seed in range(3):
+        run("baseline", seed, 4.0 + seed, 1000)
+        run(
+            "baseline",
+            seed,
+            2.0 + seed,
+            3000,
+            **{"trainer.budget": "env_steps", "trainer.total_steps": "3000"},
+        )
+        run("joint", seed, 1.0 + seed, 2900 + 100 * seed, **{"trainer.budget": "user_steps"})
+        run("expert", seed, 3.0 + seed, 2000, **({"trainer.total_steps": "2000"} if seed == 2 else {}))
+    run("joint", 0, 0.0, 10**6, status="FAILED")  # neither in the table nor in the budget
+    return s
+
+
+@pytest.fixture(scope="module")
+def cost_table(cost_store: MlflowStore) -> tuple[pd.DataFrame, list[str]]:
+    warnings: list[str] = []
+    return build_table(load_runs(cost_store.client, COST), report=warnings.append), warnings
+
+
+def test_the_cost_matched_baseline_is_a_row_of_its_own(cost_table: tuple[pd.DataFrame, list[str]]) -> None:
+    table, _ = cost_table
+    assert list(dict.fromkeys(table["row"]))[:4] == ["DDPG", "DDPG (=cost)", "DDPG-E", "DDPG-J"]
+    base = cell(table, "DDPG", "synthetic", "eval/episode_reward")
+    cost = cell(table, "DDPG (=cost)", "synthetic", "eval/episode_reward")
+    # Never averaged together: 4, 5, 6 and 2, 3, 4.
+    assert (base["mean"], base["n"], base["budget"], base["env_steps"]) == (5.0, 3, "user_steps", 1000.0)
+    assert (cost["mean"], cost["n"], cost["budget"], cost["env_steps"]) == (3.0, 3, "env_steps", 3000.0)
+    assert math.isnan(cost["p_value"]) and math.isnan(cost["p_value_cost"])
+
+
+def test_variants_are_tested_against_both_baselines(cost_table: tuple[pd.DataFrame, list[str]]) -> None:
+    table, _ = cost_table
+    joint = cell(table, "DDPG-J", "synthetic", "eval/episode_reward")
+    assert joint["env_steps"] == 3000.0
+    assert joint["improvement_pct"] == pytest.approx(-60.0)
+    assert joint["p_value"] == pytest.approx(0.021311641128756713, rel=1e-9)
+    # [1, 2, 3] against [2, 3, 4]: t = -1/sqrt(2/3), df = 4.
+    assert joint["improvement_cost_pct"] == pytest.approx(-100 / 3)
+    assert joint["p_value_cost"] == pytest.approx(0.28786413472669053, rel=1e-9)
+    line = next(x for x in to_markdown(table).splitlines() if x.startswith("| DDPG-J |"))
+    assert line == "| DDPG-J | 2.00 ± 1.00 (n=3) -60.0% (p=0.021); =cost -33.3% (p=0.288) | 3000 |"
+    assert to_markdown(table).splitlines()[2] == "| Method | synthetic Reward | synthetic env_steps |"
+
+
+def test_a_cell_of_differing_configs_is_named(cost_table: tuple[pd.DataFrame, list[str]]) -> None:
+    _, warnings = cost_table
+    # Seed, run name and cache dir differ in every cell; only -E's total_steps is a real difference.
+    assert warnings == [
+        "DDPG-E on synthetic averages runs whose config differs: "
+        "trainer.total_steps=1000 (2 runs), 2000 (1 run)"
+    ]
+
+
+def test_cost_columns_in_the_csv_and_none_without_cost_runs(
+    cost_table: tuple[pd.DataFrame, list[str]], table: pd.DataFrame, tmp_path: Path
+) -> None:
+    paths = write_tables(cost_table[0], tmp_path, "cost", "Table I")
+    csv = pd.read_csv(paths[1])
+    assert tuple(csv.columns[-4:]) == ("budget", "env_steps", "improvement_cost_pct", "p_value_cost")
+    assert csv.set_index("row").loc["DDPG (=cost)", "env_steps"] == 3000.0
+    # Runs from before perf/env_steps: the markdown has no env_steps column and no =cost text.
+    markdown = to_markdown(table)
+    assert "env_steps" not in markdown and "=cost" not in markdown
+
+
+def test_mean_env_steps_of_the_finished_macs_runs(cost_store: MlflowStore) -> None:
+    runs = load_runs(cost_store.client, COST)
+    # (2000 * 3 + 2900 + 3000 + 3100) / 6 = 2500
+    assert mean_env_steps(runs) == 2500
+    assert mean_env_steps(runs, ["joint"], "ddpg") == 3000
+    with pytest.raises(LookupError, match="no FINISHED sac runs in mode expert/joint logged perf/env_steps"):
+        mean_env_steps(runs, algo="sac")
+
+
+@pytest.mark.slow
+def test_cost_budget_prints_one_integer_or_fails_cleanly(cost_store: MlflowStore) -> None:
+    ok = run_script(
+        "cost_budget.py", "--experiment", COST, "--tracking-uri", cost_store.uri, "--modes", "expert"
+    )
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "2000\n", "")
+    none = run_script(
+        "cost_budget.py", "--experiment", COST, "--tracking-uri", cost_store.uri, "--algo", "sac"
+    )
+    assert (none.returncode, none.stdout) == (2, "")
+    assert none.stderr.startswith("error: no FINISHED sac runs") and none.stderr.count("\n") == 1

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from macs_exp import plugins
-from macs_exp.tracking.mlflow_tracker import search_all
+from macs_exp.tracking.mlflow_tracker import default_tracking_uri, search_all
 from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
 if TYPE_CHECKING:
@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 # Columns of load_runs, before the metric:<key> and param:<key> columns.
 RUN_COLUMNS = ("run_id", "status", "sweep_id", "algo", "mode", "env", "seed", "start_time", "end_time")
 SWEEP_COLUMNS = ("run_id", "status", "sweep_id", "start_time", "end_time")
+
+# What ``trainer.total_steps`` bounds: the user-steps of the paper, or every env step the run
+# takes (real steps, MACS's counterfactual queries and stage 2), which the trainer logs
+# cumulatively as ``perf/env_steps``.
+BUDGET_KEY = "trainer.budget"
+USER_STEPS = "user_steps"
+ENV_STEPS = "env_steps"
+BUDGETS = (USER_STEPS, ENV_STEPS)
+ENV_STEPS_METRIC = "perf/env_steps"
+COST_SUFFIX = " (=cost)"
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
@@ -129,12 +139,40 @@ def mode_order() -> list[str]:
     return [p.name for p in plugins.in_order(plugins.MODES)]
 
 
-def row_label(algo: str, mode: str) -> str:
+def row_label(algo: str, mode: str, budget: str = USER_STEPS) -> str:
     """``DDPG-E`` for ddpg in expert mode, ``Popular`` for a reference policy; a mode no plug-in
-    declares (a run of an older version) is shown as ``-<MODE>``."""
+    declares (a run of an older version) is shown as ``-<MODE>``. A run whose ``budget`` is not
+    counted in user-steps is a different experiment and says so: ``DDPG (=cost)``."""
     name = algo.title() if algo in reference_algos() else algo.upper()
     known = plugins.MODES.get(mode)
-    return name + (known.suffix if known is not None else f"-{mode.upper()}")
+    return name + (known.suffix if known is not None else f"-{mode.upper()}") + budget_suffix(budget)
+
+
+def budget_suffix(budget: str) -> str:
+    """``""`` for the user-steps budget, `` (=cost)`` for env steps (the cost-matched
+    baseline), `` (<budget>)`` for a budget this version does not know."""
+    if budget == USER_STEPS:
+        return ""
+    return COST_SUFFIX if budget == ENV_STEPS else f" ({budget})"
+
+
+def metric_column(frame: pd.DataFrame, key: str) -> pd.Series:
+    """Each run's last logged ``key``, NaN for a run (or a whole selection) that never logged it."""
+    column = f"metric:{key}"
+    return frame[column] if column in frame else pd.Series(float("nan"), index=frame.index)
+
+
+def budgets(frame: pd.DataFrame) -> pd.Series:
+    """Each run's ``trainer.budget``; runs from before the param existed counted user-steps."""
+    column = f"param:{BUDGET_KEY}"
+    if column not in frame:
+        return pd.Series(USER_STEPS, index=frame.index, dtype=object)
+    return frame[column].fillna(USER_STEPS).astype(str)
+
+
+def budget_order(values: Iterable[str]) -> list[str]:
+    """The budgets present, the paper's user-steps first, then the cost-matched one."""
+    return ordered(values, BUDGETS)
 
 
 def ordered(values: Iterable[str], first: Sequence[str]) -> list[str]:
@@ -147,20 +185,30 @@ def _time(millis: int | None) -> pd.Timestamp:
     return pd.Timestamp(millis, unit="ms", tz="UTC") if millis else pd.NaT
 
 
+def add_store_args(parser: argparse.ArgumentParser) -> None:
+    """``--experiment`` and ``--tracking-uri``: which experiment of which store a script reads."""
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (a preset's name)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store; default: the one `python -m macs_exp` writes to (conf/tracking)",
+    )
+
+
+def client_for(args: argparse.Namespace) -> MlflowClient:
+    """The client of ``--tracking-uri``, else of the store the trainer writes to."""
+    return open_client(args.tracking_uri or default_tracking_uri())
+
+
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
     """The arguments every report script takes to say which runs it reads."""
-    parser.add_argument("--experiment", required=True, help="MLflow experiment (a preset's name)")
+    add_store_args(parser)
     parser.add_argument(
         "--sweep-id",
         action="append",
         dest="sweep_ids",
         metavar="ID",
         help="only runs of this sweep (repeatable); default: every run of the experiment",
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store; default: the one `python -m macs_exp` writes to (conf/tracking)",
     )
     parser.add_argument(
         "--no-log", action="store_true", help="do not log the outputs as artifacts of the sweeps' parent runs"

@@ -3,13 +3,18 @@
 A table built from a sweep must not look complete when it is not: every cell says how many of
 its expected seeds finished, and a cell without any finished seed says why (failed, still
 running or never started) instead of showing a number. Only the latest FINISHED run of each
-(algo, mode, env, seed) counts, so rerunning a seed replaces its earlier result.
+(algo, mode, budget, env, seed) counts, so rerunning a seed replaces its earlier result.
+
+Runs trained under different ``trainer.budget`` are different experiments and never share a
+row: baselines bounded by env steps form the cost-matched row ``DDPG (=cost)``, which the -E/-J
+rows are tested against as well as against the plain ``DDPG``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +23,14 @@ import pandas as pd
 from scipy.stats import ttest_ind
 
 from macs_exp.reports.runs import (
+    BUDGET_KEY,
+    ENV_STEPS,
+    ENV_STEPS_METRIC,
+    USER_STEPS,
+    budget_order,
+    budgets,
     learning_algos,
+    metric_column,
     mode_order,
     ordered,
     reference_algos,
@@ -44,7 +56,17 @@ CSV_COLUMNS = (
     "mark",
     "improvement_pct",
     "p_value",
+    # Added after the columns above, which other tools read by name and position.
+    "budget",
+    "env_steps",
+    "improvement_cost_pct",
+    "p_value_cost",
 )
+# Params that differ between the runs of one cell by design: the seed, where a run is tracked
+# (tracking.run_name, ...), Hydra's own settings, and paths (a data or cache dir on another
+# machine). Any other difference means the cell averages different experiments.
+PER_RUN_PARAMS = ("seed",)
+PER_RUN_PREFIXES = ("tracking.", "hydra.")
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,9 @@ def _metrics_for(runs: pd.DataFrame) -> tuple[Metric, ...]:
 
 
 def _latest_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (algo, mode, env, seed) with its outcome: the latest FINISHED run if there
-    is one, else ``failed`` if any attempt failed or was killed, else ``running``."""
-    keys = ["algo", "mode", "env", "seed"]
+    """One row per (algo, mode, budget, env, seed) with its outcome: the latest FINISHED run if
+    there is one, else ``failed`` if any attempt failed or was killed, else ``running``."""
+    keys = ["algo", "mode", "budget", "env", "seed"]
     ordered = frame.sort_values(["start_time", "run_id"], na_position="first")
     finished = ordered[ordered["status"] == "FINISHED"].groupby(keys, sort=False).tail(1)
     finished = finished.assign(outcome="finished")
@@ -89,66 +111,104 @@ def _latest_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([finished, unfinished], ignore_index=True)
 
 
-def _grid(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """Every (algo, mode) row expected, plus any observed outside that expectation so that
-    nothing present in MLflow is left out."""
+def _grid(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """Every (algo, mode, budget) row expected (the user-steps budget of the paper), plus any
+    observed outside that expectation so that nothing present in MLflow is left out; a row of
+    another budget comes right after its user-steps row."""
     references = reference_algos()
     learning = frame[~frame["algo"].isin(references)]
     algos = ordered(learning["algo"], learning_algos())
     modes = ordered(learning["mode"], mode_order())
-    expected = {(a, m) for a in algos for m in modes}
-    expected |= {(a, "baseline") for a in frame.loc[frame["algo"].isin(references), "algo"]}
-    expected |= set(zip(frame["algo"], frame["mode"], strict=True))
+    expected = {(a, m, USER_STEPS) for a in algos for m in modes}
+    expected |= {(a, "baseline", USER_STEPS) for a in frame.loc[frame["algo"].isin(references), "algo"]}
+    expected |= set(zip(frame["algo"], frame["mode"], frame["budget"], strict=True))
     algo_order = algos + references
-    modes_seen = ordered([m for _, m in expected], mode_order())
-    return sorted(expected, key=lambda am: (algo_order.index(am[0]), modes_seen.index(am[1])))
+    modes_seen = ordered([m for _, m, _ in expected], mode_order())
+    budgets_seen = budget_order(b for _, _, b in expected)
+    return sorted(
+        expected,
+        key=lambda amb: (algo_order.index(amb[0]), modes_seen.index(amb[1]), budgets_seen.index(amb[2])),
+    )
 
 
-def build_table(frame: pd.DataFrame) -> pd.DataFrame:
+def build_table(frame: pd.DataFrame, report: Callable[[str], None] | None = None) -> pd.DataFrame:
     """One record per cell (row × env × metric) in table order: the ``CSV_COLUMNS`` and
     ``values``, the per-seed numbers the t-tests need.
 
     ``n`` counts the expected seeds (every seed seen in the env) whose latest FINISHED run
     logged the metric; ``failed`` and ``running`` count seeds without a FINISHED run. A seed
     in none of these is missing, including a finished run that never logged the metric.
+    ``report`` (default: stderr) gets one warning per row and env whose runs differ in config.
     """
+    warn = report or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    frame = frame.assign(budget=budgets(frame))
     outcomes = _latest_per_seed(frame)
     rows = _grid(frame)
     records = []
     for env in ordered(frame["env"], ENV_ORDER):
         env_runs = frame[frame["env"] == env]
         expected = len(set(env_runs["seed"]))
-        for metric in _metrics_for(env_runs):
-            column = f"metric:{metric.key}"
-            for algo, mode in rows:
-                seeds = outcomes[
-                    (outcomes["algo"] == algo) & (outcomes["mode"] == mode) & (outcomes["env"] == env)
-                ]
-                done = seeds[seeds["outcome"] == "finished"]
-                values = done[column].dropna().to_numpy(float) if column in done else np.empty(0)
-                failed = int((seeds["outcome"] == "failed").sum())
-                running = int((seeds["outcome"] == "running").sum())
-                records.append(
-                    {
-                        "row": row_label(algo, mode),
-                        "algo": algo,
-                        "mode": mode,
-                        "env": env,
-                        "metric": metric.key,
-                        "mean": values.mean() if values.size else math.nan,
-                        "std": values.std(ddof=1) if values.size > 1 else math.nan,
-                        "n": int(values.size),
-                        "expected": expected,
-                        "failed": failed,
-                        "running": running,
-                        "status": _status(int(values.size), expected, failed, running),
-                        "values": values,
-                    }
-                )
+        metrics = _metrics_for(env_runs)
+        for algo, mode, budget in rows:
+            seeds = outcomes[
+                (outcomes["algo"] == algo)
+                & (outcomes["mode"] == mode)
+                & (outcomes["budget"] == budget)
+                & (outcomes["env"] == env)
+            ]
+            label = row_label(algo, mode, budget)
+            differing = _differing_params(seeds[seeds["outcome"] == "finished"])
+            if differing:
+                warn(f"{label} on {env} averages runs whose config differs: {differing}")
+            cell = {"row": label, "algo": algo, "mode": mode, "budget": budget, "env": env}
+            records += [{**cell, **_stats(seeds, metric, expected)} for metric in metrics]
     table = pd.DataFrame(records)
     table["mark"] = _marks(table)
-    table[["improvement_pct", "p_value"]] = _improvements(table)
+    table[["improvement_pct", "p_value"]] = _improvements(table, USER_STEPS)
+    table[["improvement_cost_pct", "p_value_cost"]] = _improvements(table, ENV_STEPS)
     return table
+
+
+def _stats(seeds: pd.DataFrame, metric: Metric, expected: int) -> dict[str, object]:
+    """One cell's numbers from its seeds' outcomes (``_latest_per_seed`` rows)."""
+    done = seeds[seeds["outcome"] == "finished"]
+    column = f"metric:{metric.key}"
+    values = done[column].dropna().to_numpy(float) if column in done else np.empty(0)
+    env_steps = metric_column(done, ENV_STEPS_METRIC).dropna()
+    failed = int((seeds["outcome"] == "failed").sum())
+    running = int((seeds["outcome"] == "running").sum())
+    return {
+        "metric": metric.key,
+        "mean": values.mean() if values.size else math.nan,
+        "std": values.std(ddof=1) if values.size > 1 else math.nan,
+        "n": int(values.size),
+        "expected": expected,
+        "failed": failed,
+        "running": running,
+        "status": _status(int(values.size), expected, failed, running),
+        "env_steps": float(env_steps.mean()) if len(env_steps) else math.nan,
+        "values": values,
+    }
+
+
+def _differing_params(runs: pd.DataFrame) -> str:
+    """``key=value (k runs), value (k runs)`` for every config param, bookkeeping aside, whose
+    value differs between ``runs``; ``""`` when they all ran the same config."""
+    parts = []
+    for column in sorted(c for c in runs.columns if c.startswith("param:")):
+        key = column.removeprefix("param:")
+        if key in PER_RUN_PARAMS or key == BUDGET_KEY or key.startswith(PER_RUN_PREFIXES) or _is_path(key):
+            continue
+        values = runs[column].fillna("<unset>").astype(str)
+        if values.nunique() > 1:
+            counts = values.value_counts().sort_index()
+            parts.append(f"{key}=" + ", ".join(f"{v} ({k} run{'s' * (k > 1)})" for v, k in counts.items()))
+    return "; ".join(parts)
+
+
+def _is_path(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return last == "dir" or last.endswith("_dir")
 
 
 def _status(n: int, expected: int, failed: int, running: int) -> str:
@@ -178,20 +238,21 @@ def _marks(table: pd.DataFrame) -> pd.Series:
     return marks
 
 
-def _improvements(table: pd.DataFrame) -> pd.DataFrame:
-    """Each variant's change against its own algo's baseline in the same column, with a Welch
-    t-test so that a gain within seed noise is visible as such."""
-    baseline = table[table["mode"] == "baseline"].set_index(["algo", "env", "metric"])
-    out = pd.DataFrame(math.nan, index=table.index, columns=["improvement_pct", "p_value"])
+def _improvements(table: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """Each variant's change against its own algo's baseline of ``budget`` in the same column,
+    with a Welch t-test so that a gain within seed noise is visible as such."""
+    is_base = (table["mode"] == "baseline") & (table["budget"] == budget)
+    baseline = table[is_base].set_index(["algo", "env", "metric"])
+    out = pd.DataFrame(math.nan, index=table.index, columns=["improvement", "p"])
     for i, cell in table[(table["mode"] != "baseline") & (table["n"] > 0)].iterrows():
         key = (cell["algo"], cell["env"], cell["metric"])
         if key not in baseline.index or baseline.loc[key, "n"] == 0:
             continue
         base = baseline.loc[key]
         if base["mean"] != 0:
-            out.loc[i, "improvement_pct"] = (cell["mean"] - base["mean"]) / abs(base["mean"]) * 100
+            out.loc[i, "improvement"] = (cell["mean"] - base["mean"]) / abs(base["mean"]) * 100
         if cell["n"] >= 2 and base["n"] >= 2:
-            out.loc[i, "p_value"] = float(ttest_ind(cell["values"], base["values"], equal_var=False).pvalue)
+            out.loc[i, "p"] = float(ttest_ind(cell["values"], base["values"], equal_var=False).pvalue)
     return out
 
 
@@ -232,9 +293,18 @@ def cell_text(cell: pd.Series) -> str:
         count = f"(n={cell['n']}/{cell['expected']}, {', '.join(_holes(cell))})"
     text = f"{core} {count}"
     if cell["mode"] != "baseline":
-        imp = cell["improvement_pct"]
-        text += f" {'–' if math.isnan(imp) else f'{imp:+.1f}%'} ({_p_text(cell['p_value'])})"
+        text += " " + _change_text(cell["improvement_pct"], cell["p_value"])
+        if _has_cost_comparison(cell):
+            text += "; =cost " + _change_text(cell["improvement_cost_pct"], cell["p_value_cost"])
     return text
+
+
+def _change_text(improvement: float, p: float) -> str:
+    return f"{'–' if math.isnan(improvement) else f'{improvement:+.1f}%'} ({_p_text(p)})"
+
+
+def _has_cost_comparison(cell: pd.Series) -> bool:
+    return not (math.isnan(cell["improvement_cost_pct"]) and math.isnan(cell["p_value_cost"]))
 
 
 def _p_text(p: float) -> str:
@@ -244,23 +314,42 @@ def _p_text(p: float) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str = "Table I") -> str:
+    """The table as markdown. Columns ``<env> env_steps`` (each row's mean final
+    ``perf/env_steps``) follow the metric columns, and only for envs whose runs logged it, so
+    that a table of runs from before the trainer counted env steps reads as it always did."""
     columns = _columns(table)
     cells = _cells(table)
-    header = ["Method", *(f"{env} {metric.label}" for env, metric in columns)]
+    env_steps = table.groupby(["row", "env"], sort=False)["env_steps"].first()
+    cost_envs = [
+        env
+        for env in dict.fromkeys(table["env"])
+        if table.loc[table["env"] == env, "env_steps"].notna().any()
+    ]
+    header = [
+        "Method",
+        *(f"{env} {metric.label}" for env, metric in columns),
+        *(f"{env} env_steps" for env in cost_envs),
+    ]
     lines = [
         f"## {title}",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + [":---:"] * len(columns)) + "|",
+        "|" + "|".join(["---"] + [":---:"] * (len(columns) + len(cost_envs))) + "|",
     ]
     for row in dict.fromkeys(table["row"]):
         texts = [cell_text(cells[(row, env, metric.key)]) for env, metric in columns]
+        texts += [_fmt(env_steps[(row, env)], 0) for env in cost_envs]
         lines.append("| " + " | ".join([row, *texts]) + " |")
     lines += [
         "",
         "mean ± sample std over seeds; **bold** best, * second best per column; -E/-J/-RM rows add "
         "the change against the same algorithm's baseline and a Welch t-test p-value.",
     ]
+    if table.apply(_has_cost_comparison, axis=1).any():
+        lines.append(
+            "(=cost) rows ran on a budget of env steps (trainer.budget=env_steps): a cost-matched "
+            "baseline takes as many as the MACS runs did; `=cost` after a change compares against it."
+        )
     return "\n".join(lines)
 
 

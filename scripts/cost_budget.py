@@ -1,0 +1,47 @@
+"""The env-step budget of a cost-matched baseline: the mean final ``perf/env_steps`` of the
+FINISHED MACS runs of an experiment, printed as one integer and nothing else.
+
+    python scripts/cost_budget.py --experiment fig4 [--modes expert,joint] [--algo ddpg]
+        [--tracking-uri URI]
+
+    python -m macs_exp -m +experiment=fig4 mode=baseline trainer.budget=env_steps \\
+        trainer.total_steps=$(python scripts/cost_budget.py --experiment fig4)
+
+Exit status: 0 printed, 2 no such run (or no such experiment), with ``error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from macs_exp.reports.cost import MACS_MODES, mean_env_steps
+from macs_exp.reports.runs import add_store_args, client_for, load_runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_store_args(parser)
+    parser.add_argument(
+        "--modes",
+        default=",".join(MACS_MODES),
+        help="comma-separated modes to average (default: %(default)s)",
+    )
+    parser.add_argument("--algo", default=None, help="only runs of this algo (default: every algo)")
+    args = parser.parse_args(argv)
+
+    modes = [m for m in args.modes.split(",") if m]
+    try:
+        budget = mean_env_steps(load_runs(client_for(args), args.experiment), modes, args.algo)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(budget)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

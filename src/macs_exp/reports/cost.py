@@ -1,0 +1,38 @@
+"""The simulator cost of the MACS runs of an experiment: the budget that makes a baseline
+cost-matched.
+
+MACS spends env steps a user-step count does not show (counterfactual queries, stage 2). A
+baseline run with ``trainer.budget=env_steps`` and ``trainer.total_steps`` set to this mean takes
+as many env steps as the MACS runs did, which is the comparison that asks whether MACS helps
+beyond its extra simulator calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from macs_exp.reports.runs import ENV_STEPS_METRIC, metric_column
+
+MACS_MODES = ("expert", "joint")
+
+
+def mean_env_steps(runs: pd.DataFrame, modes: Sequence[str] = MACS_MODES, algo: str | None = None) -> int:
+    """The mean final ``perf/env_steps`` of the FINISHED runs of ``runs`` (a ``load_runs``
+    frame) in ``modes`` (and of ``algo``, when given), rounded half up to a whole budget.
+
+    Raises ``LookupError`` when no such run logged the metric: a budget of 0 or NaN would launch
+    baselines that train nothing."""
+    chosen = runs[(runs["status"] == "FINISHED") & runs["mode"].isin(modes)]
+    if algo is not None:
+        chosen = chosen[chosen["algo"] == algo]
+    steps = metric_column(chosen, ENV_STEPS_METRIC).dropna()
+    if steps.empty:
+        which = f"{algo} runs" if algo else "runs"
+        raise LookupError(
+            f"no FINISHED {which} in mode {'/'.join(modes)} logged {ENV_STEPS_METRIC} "
+            f"({len(chosen)} FINISHED without it)"
+        )
+    return math.floor(float(steps.mean()) + 0.5)
