@@ -378,3 +378,26 @@ def test_cost_budget_prints_one_integer_or_fails_cleanly(cost_store: MlflowStore
     )
     assert (none.returncode, none.stdout) == (2, "")
     assert none.stderr.startswith("error: no FINISHED sac runs") and none.stderr.count("\n") == 1
+
+
+def test_macs_runs_under_eq9_replay_are_a_row_of_their_own(mlflow_store: MlflowStore) -> None:
+    """-J under macs.replay=eq9 is another method than -J: never averaged with it, compared with
+    the same baseline. A baseline run's macs.replay is irrelevant (no pi_c) and changes nothing."""
+
+    def run(mode: str, seed: int, reward: float, replay: str) -> None:
+        metrics = {"eval/episode_reward": reward, **({"macs/stage2_runs": 1.0} if mode != "baseline" else {})}
+        mlflow_store.run(
+            "replay", algo="ddpg", mode=mode, env="synthetic", seed=seed, metrics=metrics,
+            params={"seed": str(seed), "macs.replay": replay},
+        )  # fmt: skip
+
+    for seed in range(2):
+        run("baseline", seed, 4.0 + seed, "eq9" if seed else "algorithm2")
+        run("joint", seed, 5.0 + seed, "algorithm2")
+        run("joint", seed, 7.0 + seed, "eq9")
+    table = build_table(load_runs(mlflow_store.client, "replay"))
+    assert list(dict.fromkeys(table["row"])) == ["DDPG", "DDPG-J", "DDPG-J (eq9)"]
+    assert cell(table, "DDPG", "synthetic", "eval/episode_reward")["n"] == 2
+    eq9 = cell(table, "DDPG-J (eq9)", "synthetic", "eval/episode_reward")
+    assert (eq9["mean"], eq9["n"], eq9["improvement_pct"]) == (7.5, 2, pytest.approx(3.0 / 4.5 * 100))
+    assert cell(table, "DDPG-J", "synthetic", "eval/episode_reward")["mean"] == 5.5

@@ -36,6 +36,12 @@ ENV_STEPS = "env_steps"
 BUDGETS = (USER_STEPS, ENV_STEPS)
 ENV_STEPS_METRIC = "perf/env_steps"
 COST_SUFFIX = " (=cost)"
+# MACS runs under another stage-2 replay than the pseudo-code's are rows of their own too:
+# their budget is written "<budget>/<replay>" (e.g. user_steps/eq9), shown as "DDPG-J (eq9)".
+REPLAY_KEY = "macs.replay"
+DEFAULT_REPLAY = "algorithm2"
+# Logged by every run in which pi_c exists (expert and joint), never by the others.
+MACS_MARKER_METRIC = "macs/stage2_runs"
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
@@ -150,10 +156,11 @@ def row_label(algo: str, mode: str, budget: str = USER_STEPS) -> str:
 
 def budget_suffix(budget: str) -> str:
     """``""`` for the user-steps budget, `` (=cost)`` for env steps (the cost-matched
-    baseline), `` (<budget>)`` for a budget this version does not know."""
-    if budget == USER_STEPS:
-        return ""
-    return COST_SUFFIX if budget == ENV_STEPS else f" ({budget})"
+    baseline), `` (<budget>)`` for a budget this version does not know; then `` (<replay>)``
+    for a MACS run under another replay (``user_steps/eq9``)."""
+    base, _, replay = budget.partition("/")
+    suffix = "" if base == USER_STEPS else COST_SUFFIX if base == ENV_STEPS else f" ({base})"
+    return suffix + (f" ({replay})" if replay else "")
 
 
 def metric_column(frame: pd.DataFrame, key: str) -> pd.Series:
@@ -163,11 +170,19 @@ def metric_column(frame: pd.DataFrame, key: str) -> pd.Series:
 
 
 def budgets(frame: pd.DataFrame) -> pd.Series:
-    """Each run's ``trainer.budget``; runs from before the param existed counted user-steps."""
+    """Each run's ``trainer.budget`` (runs from before the param existed counted user-steps),
+    with ``/<replay>`` appended for a MACS run whose ``macs.replay`` is not the default."""
     column = f"param:{BUDGET_KEY}"
     if column not in frame:
-        return pd.Series(USER_STEPS, index=frame.index, dtype=object)
-    return frame[column].fillna(USER_STEPS).astype(str)
+        budget = pd.Series(USER_STEPS, index=frame.index, dtype=object)
+    else:
+        budget = frame[column].fillna(USER_STEPS).astype(str)
+    replay_column, marker = f"param:{REPLAY_KEY}", f"metric:{MACS_MARKER_METRIC}"
+    if replay_column not in frame or marker not in frame:
+        return budget
+    replay = frame[replay_column].fillna(DEFAULT_REPLAY).astype(str)
+    other = frame[marker].notna() & (replay != DEFAULT_REPLAY)
+    return budget.where(~other, budget + "/" + replay)
 
 
 def budget_order(values: Iterable[str]) -> list[str]:

@@ -26,6 +26,7 @@ from macs_exp.reports.runs import (
     BUDGET_KEY,
     ENV_STEPS,
     ENV_STEPS_METRIC,
+    REPLAY_KEY,
     USER_STEPS,
     budget_order,
     budgets,
@@ -197,7 +198,12 @@ def _differing_params(runs: pd.DataFrame) -> str:
     parts = []
     for column in sorted(c for c in runs.columns if c.startswith("param:")):
         key = column.removeprefix("param:")
-        if key in PER_RUN_PARAMS or key == BUDGET_KEY or key.startswith(PER_RUN_PREFIXES) or _is_path(key):
+        if (
+            key in PER_RUN_PARAMS
+            or key in (BUDGET_KEY, REPLAY_KEY)
+            or key.startswith(PER_RUN_PREFIXES)
+            or _is_path(key)
+        ):
             continue
         values = runs[column].fillna("<unset>").astype(str)
         if values.nunique() > 1:
