@@ -100,6 +100,7 @@ def test_under_eq9_a_policy_that_is_optimal_everywhere_leaves_pi_c_no_signal(env
     assert float(stage2_rewards(env_name, "algorithm2", pi_c_seed=0, oracle=True).std()) > 0
 
 
+@pytest.mark.slow
 def test_the_ground_truth_holds_for_a_shipped_configuration_on_every_seed() -> None:
     """conf/macs/per_step.yaml at a small budget raises the trivial-change fraction on each of
     5 seeds, by at least 0.2 on average (docs/macs.md reports all configurations)."""
@@ -109,11 +110,6 @@ def test_the_ground_truth_holds_for_a_shipped_configuration_on_every_seed() -> N
     gains = [round(r.gain, 3) for r in summary.results]
     assert summary.raised_on_every_seed(), gains
     assert summary.column("gain")[0] >= 0.2, gains
-
-
-test_the_ground_truth_holds_for_a_shipped_configuration_on_every_seed = pytest.mark.slow(
-    test_the_ground_truth_holds_for_a_shipped_configuration_on_every_seed
-)
 
 
 class FixedActions:
@@ -148,6 +144,7 @@ def test_counting_env_counts_every_user_of_every_step() -> None:
     assert counter.steps == 12 and env.metadata["items_per_page"] == 10
 
 
+@pytest.mark.slow
 def test_env_steps_are_counted_and_an_env_step_budget_bounds_them(tiny: list[str], tmp_path: Path) -> None:
     base = [*tiny, *TINY_MACS, "tracking.enabled=false", f"expert.cache_dir={tmp_path / 'experts'}"]
     plain = run_experiment(compose_config(["mode=baseline", *base]), tmp_path / "plain")
@@ -181,6 +178,7 @@ def test_rating_envs_declare_their_threshold_and_the_command_line_wins() -> None
     assert compose_config(["env=ml100k", "macs.threshold_frac=0.3"]).macs.threshold_frac == 0.3
 
 
+@pytest.mark.slow
 def test_a_joint_run_on_a_rating_env_trains_pi_c_saves_it_and_logs_its_diagnostics(
     tiny: list[str], tmp_path: Path
 ) -> None:
@@ -196,6 +194,7 @@ def test_a_joint_run_on_a_rating_env_trains_pi_c_saves_it_and_logs_its_diagnosti
     assert "checkpoints/pi_c.pt" in {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")}
 
 
+@pytest.mark.slow
 def test_a_joint_run_whose_stage2_never_ran_warns_is_tagged_and_equals_baseline(
     tiny: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
