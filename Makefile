@@ -54,8 +54,8 @@ smoke: setup
 	$(BIN)/python scripts/table1.py --experiment smoke
 	$(BIN)/python scripts/plot_curves.py --experiment smoke --figure fig4
 
-# Table I: per dataset found under DATA_ROOT, the learning algos x baseline/-E/-J x 5 seeds and the
-# reference policies; then the table from every finished run (a failed job shows as a hole, and
+# Table I: per dataset found under DATA_ROOT, the learning algos x baseline/-E/-J x 5 seeds, the
+# reference policies and baselines at that dataset's mean MACS simulator cost; then the table from every finished run (a failed job shows as a hole, and
 # makes the target fail after the table is written).
 table1: setup
 	@status=0; for ds in $(TABLE1_DATASETS); do \
@@ -65,6 +65,8 @@ table1: setup
 	    continue; fi; \
 	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir $(ARGS) || status=1; \
 	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir algo=random,popular mode=baseline $(ARGS) || status=1; \
+	  cost=$$($(BIN)/python scripts/cost_budget.py --experiment table1 --env $$ds) && \
+	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
 	done; \
 	$(BIN)/python scripts/table1.py --experiment table1 && exit $$status
 

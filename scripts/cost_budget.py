@@ -2,7 +2,7 @@
 FINISHED MACS runs of an experiment, printed as one integer and nothing else.
 
     python scripts/cost_budget.py --experiment fig4 [--modes expert,joint] [--algo ddpg]
-        [--tracking-uri URI]
+        [--env ml100k] [--tracking-uri URI]
 
     python -m macs_exp -m +experiment=fig4 mode=baseline trainer.budget=env_steps \\
         trainer.total_steps=$(python scripts/cost_budget.py --experiment fig4)
@@ -31,11 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated modes to average (default: %(default)s)",
     )
     parser.add_argument("--algo", default=None, help="only runs of this algo (default: every algo)")
+    parser.add_argument("--env", default=None, help="only runs on this env (default: every env)")
     args = parser.parse_args(argv)
 
     modes = [m for m in args.modes.split(",") if m]
     try:
-        budget = mean_env_steps(load_runs(client_for(args), args.experiment), modes, args.algo)
+        budget = mean_env_steps(load_runs(client_for(args), args.experiment), modes, args.algo, args.env)
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

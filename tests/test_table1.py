@@ -365,6 +365,10 @@ def test_mean_env_steps_of_the_finished_macs_runs(cost_store: MlflowStore) -> No
     assert mean_env_steps(runs, ["joint"], "ddpg") == 3000
     with pytest.raises(LookupError, match="no FINISHED sac runs in mode expert/joint logged perf/env_steps"):
         mean_env_steps(runs, algo="sac")
+    # One budget per dataset: the runs of another env are left out.
+    assert mean_env_steps(runs, ["joint"], env="synthetic") == 3000
+    with pytest.raises(LookupError, match="no FINISHED runs on ml100k in mode"):
+        mean_env_steps(runs, env="ml100k")
 
 
 @pytest.mark.slow

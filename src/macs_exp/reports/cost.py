@@ -19,18 +19,22 @@ from macs_exp.reports.runs import ENV_STEPS_METRIC, metric_column
 MACS_MODES = ("expert", "joint")
 
 
-def mean_env_steps(runs: pd.DataFrame, modes: Sequence[str] = MACS_MODES, algo: str | None = None) -> int:
+def mean_env_steps(
+    runs: pd.DataFrame, modes: Sequence[str] = MACS_MODES, algo: str | None = None, env: str | None = None
+) -> int:
     """The mean final ``perf/env_steps`` of the FINISHED runs of ``runs`` (a ``load_runs``
-    frame) in ``modes`` (and of ``algo``, when given), rounded half up to a whole budget.
+    frame) in ``modes`` (and of ``algo`` and ``env``, when given), rounded half up to a whole
+    budget. An experiment over several datasets (table1) needs one budget per ``env``.
 
     Raises ``LookupError`` when no such run logged the metric: a budget of 0 or NaN would launch
     baselines that train nothing."""
     chosen = runs[(runs["status"] == "FINISHED") & runs["mode"].isin(modes)]
-    if algo is not None:
-        chosen = chosen[chosen["algo"] == algo]
+    for column, value in (("algo", algo), ("env", env)):
+        if value is not None:
+            chosen = chosen[chosen[column] == value]
     steps = metric_column(chosen, ENV_STEPS_METRIC).dropna()
     if steps.empty:
-        which = f"{algo} runs" if algo else "runs"
+        which = " ".join(v for v in (algo, "runs", f"on {env}" if env else None) if v)
         raise LookupError(
             f"no FINISHED {which} in mode {'/'.join(modes)} logged {ENV_STEPS_METRIC} "
             f"({len(chosen)} FINISHED without it)"
