@@ -244,6 +244,24 @@ def test_skipped_bad_rows_are_counted_and_logged(tmp_path: Path, caplog: pytest.
     assert rows(frame) == [(1, 10, 4.0, 100.0), (1, 11, 3.0, 103.0), (2, 10, 5.0, 105.0), (2, 11, 2.0, 106.0)]
 
 
+def test_ratings_outside_the_declared_scale_are_bad_rows(tmp_path: Path) -> None:
+    write(tmp_path / "u.data", b"1\t10\t4\t100\n1\t11\t9\t101\n2\t10\t5\t102\n2\t11\t0\t103\n")
+    with pytest.raises(DataError) as err:
+        read(env_cfg(tmp_path, "ml100k"))
+    message = str(err.value)
+    assert f"{tmp_path / 'u.data'}: line 2: rating '9' is outside the dataset's rating scale 1-5" in message
+    assert "2 malformed row(s)" in message and "data.on_bad_rows=skip" in message
+    frame, counts = read(env_cfg(tmp_path, "ml100k"), "skip")
+    assert rows(frame) == [(1, 10, 4.0, 100.0), (2, 10, 5.0, 102.0)]
+    assert counts == {"rows_read": 4, "bad_rows_skipped": 2}
+    # BookCrossing's 0 (implicit) is on its scale, 11 is not; a generic table declares no scale.
+    write(tmp_path / "BX-Book-Ratings.csv", b'"User-ID";"ISBN";"Book-Rating"\n"1";"a";"0"\n"1";"b";"11"\n')
+    with pytest.raises(DataError, match=r"line 3: rating '11' is outside the dataset's rating scale 0-10"):
+        read(env_cfg(tmp_path, "bookcrossing"))
+    write(tmp_path / "ratings.csv", b"1,2,9,100\n")
+    assert rows(read(env_cfg(tmp_path, "table"))[0]) == [(1, 2, 9.0, 100.0)]
+
+
 def test_missing_folder_and_file_say_how_to_get_them(tmp_path: Path) -> None:
     absent = tmp_path / "nowhere" / "ml-100k"
     with pytest.raises(DataError) as err:
