@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 from macs_exp.agents.sac import SACConfig
 from macs_exp.agents.td3 import DDPGConfig, TD3Config
 from macs_exp.app import compose_config
+from macs_exp.config import to_config
+from macs_exp.schema import ConfigError
 
 
 def test_defaults_are_the_papers_settings() -> None:
@@ -94,3 +96,11 @@ def test_cli_rejects_bad_config_before_any_work(args: list[str], expected: str, 
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("key", "value"), [("candidates", "everything"), ("state", "lstm")])
+def test_rating_env_options_are_checked_naming_the_key(key: str, value: str) -> None:
+    env = to_config(compose_config(["env=ml100k"])).env
+    assert (env.candidates, env.state) == ("catalog", "items")
+    with pytest.raises(ConfigError, match=rf"env\.{key}={value} is invalid: it must be one of"):
+        to_config(compose_config(["env=ml100k", f"env.{key}={value}"]))

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, run_script
 from macs_exp.data import DataError, RatingData, load_rating_data, read_ratings, resolve_source
 from macs_exp.data.config import DataConfig
-from macs_exp.data.preprocess import item_factors
+from macs_exp.data.preprocess import svd_factors
 from macs_exp.envs.config import RatingEnvConfig, TableConfig
 
 NAN = math.nan
@@ -244,6 +244,24 @@ def test_skipped_bad_rows_are_counted_and_logged(tmp_path: Path, caplog: pytest.
     assert rows(frame) == [(1, 10, 4.0, 100.0), (1, 11, 3.0, 103.0), (2, 10, 5.0, 105.0), (2, 11, 2.0, 106.0)]
 
 
+def test_ratings_outside_the_declared_scale_are_bad_rows(tmp_path: Path) -> None:
+    write(tmp_path / "u.data", b"1\t10\t4\t100\n1\t11\t9\t101\n2\t10\t5\t102\n2\t11\t0\t103\n")
+    with pytest.raises(DataError) as err:
+        read(env_cfg(tmp_path, "ml100k"))
+    message = str(err.value)
+    assert f"{tmp_path / 'u.data'}: line 2: rating '9' is outside the dataset's rating scale 1-5" in message
+    assert "2 malformed row(s)" in message and "data.on_bad_rows=skip" in message
+    frame, counts = read(env_cfg(tmp_path, "ml100k"), "skip")
+    assert rows(frame) == [(1, 10, 4.0, 100.0), (2, 10, 5.0, 102.0)]
+    assert counts == {"rows_read": 4, "bad_rows_skipped": 2}
+    # BookCrossing's 0 (implicit) is on its scale, 11 is not; a generic table declares no scale.
+    write(tmp_path / "BX-Book-Ratings.csv", b'"User-ID";"ISBN";"Book-Rating"\n"1";"a";"0"\n"1";"b";"11"\n')
+    with pytest.raises(DataError, match=r"line 3: rating '11' is outside the dataset's rating scale 0-10"):
+        read(env_cfg(tmp_path, "bookcrossing"))
+    write(tmp_path / "ratings.csv", b"1,2,9,100\n")
+    assert rows(read(env_cfg(tmp_path, "table"))[0]) == [(1, 2, 9.0, 100.0)]
+
+
 def test_missing_folder_and_file_say_how_to_get_them(tmp_path: Path) -> None:
     absent = tmp_path / "nowhere" / "ml-100k"
     with pytest.raises(DataError) as err:
@@ -388,13 +406,25 @@ def test_item_features_shape_popularity_and_structure(tmp_path: Path) -> None:
     assert (features[:6, 0] < 0).all() and (features[6:12, 0] > 0).all()
     cos = features[:, :-1] @ features[:, :-1].T
     assert cos[:6, :6].min() > 0.5 and cos[6:12, 6:12].min() > 0.5 and cos[:6, 6:12].max() < -0.5
+    # User vectors from the same SVD: unit factors, activity last, and a user's vector points
+    # towards the items of its taste (U and V share the component signs).
+    users = data.user_features
+    assert users is not None and users.shape == (20, 4) and users.dtype == np.float32
+    activity = np.diff(data.train_indptr)
+    np.testing.assert_array_equal(users[:, -1], (activity / activity.max()).astype(np.float32))
+    np.testing.assert_allclose(np.linalg.norm(users[:, :-1], axis=1), 1.0, atol=1e-5)
+    taste = users[:, :-1] @ features[:12, :-1].T
+    loves = np.array([[(u < 10) == (i < 6) for i in range(12)] for u in range(20)])
+    assert (taste[loves] > 0.5).all() and (taste[~loves] < -0.5).all()
     assert data.stats["positives"] == 120
     assert data.positive_threshold == 4.0
 
 
-def test_item_factors_pad_beyond_rank_and_zero_unrated_items() -> None:
+def test_svd_factors_pad_beyond_rank_and_zero_unrated_items() -> None:
     users, items = np.array([0, 0, 1]), np.array([0, 1, 1])
-    factors = item_factors(users, items, np.array([5.0, 1.0, 4.0]), 2, 3, 4, seed=0)
+    factors, user_factors = svd_factors(users, items, np.array([5.0, 1.0, 4.0]), 2, 3, 4, seed=0)
+    assert user_factors.shape == (2, 4)
+    np.testing.assert_array_equal(user_factors[:, 2:], 0.0)
     assert factors.shape == (3, 4) and factors.dtype == np.float32
     np.testing.assert_array_equal(factors[:, 2:], 0.0)  # rank 2 at most
     np.testing.assert_array_equal(factors[2], 0.0)  # item 2 has no training rating
@@ -439,6 +469,7 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert cache_events(caplog) == ["miss", "hit", "hit", "miss", "miss", "miss", "miss"]
     for field in (
         "item_features",
+        "user_features",
         "train_indptr",
         "train_items",
         "train_ratings",
@@ -460,14 +491,14 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
 
 def test_cache_file_names_are_unchanged(tmp_path: Path) -> None:
-    # Pinned to the names written before the key code moved to macs_exp.cache: a change here
-    # would silently orphan every cache already on disk.
+    # Pinned so that a change to the key is deliberate: a change here orphans every cache already
+    # on disk. Last changed by CACHE_VERSION 2 (user factors; ratings off the scale rejected).
     douban_file(tmp_path / "douban", [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
     load_rating_data(env_cfg(tmp_path / "douban", "douban_book"), data_cfg(tmp_path))
     write(tmp_path / "table" / "ratings.csv", b"1,1,3,10\n1,2,4,11\n2,1,5,12\n2,2,1,13\n")
     load_rating_data(env_cfg(tmp_path / "table", "table"), data_cfg(tmp_path, split_seed=7))
     names = sorted(p.stem for p in (tmp_path / "cache").glob("*.npz"))
-    assert names == ["douban_book-b4fcdbd9bf28d9b0a7388b0e", "table-ce542c80c1e37c12c628356f"]
+    assert names == ["douban_book-574f1bdeffd39ee418f6c068", "table-26e8d8296ffab13e321fa1ff"]
 
 
 def test_unreadable_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from macs_exp.data.dataset import RatingData
-from macs_exp.metrics import ranking_metrics
+from macs_exp.metrics import NOT_SHOWN, ranking_metrics
 
 
 def data_with_tests(test: list[list[tuple[int, float]]], n_items: int = 10) -> RatingData:
@@ -84,3 +84,17 @@ def test_rejects_malformed_input(three_users: RatingData) -> None:
         ranking_metrics(np.array([[3]]), np.array([1]), data_with_tests([[(1, 5)], []]))
     with pytest.raises(ValueError, match="recommended must be"):
         ranking_metrics(np.array([3, 2]), np.array([0, 2]), three_users)
+
+
+def test_shorter_lists_are_padded_and_still_divided_by_t(three_users: RatingData) -> None:
+    # User 1's episode showed 2 items, user 2's one (rated candidates ran out): -1 pads the rest.
+    recommended = np.array([[3, 1, 2], [5, 6, NOT_SHOWN], [7, NOT_SHOWN, NOT_SHOWN]])
+    m = ranking_metrics(recommended, np.array([0, 1, 2]), three_users)
+    assert m["test/precision"] == pytest.approx((2 / 3 + 0 + 1 / 3) / 3)
+    assert m["test/recall"] == pytest.approx((2 / 2 + 1 / 1) / 2)
+    assert m["test/accuracy"] == pytest.approx((3 / 4 + 0 / 2 + 1 / 1) / 3)
+    # A padding entry is never a hit, even where its key (user 1, item -1) is that of (user 0, item 9).
+    ninth = data_with_tests([[(9, 5)], [(0, 5)]])
+    assert ranking_metrics(np.array([[NOT_SHOWN]]), np.array([1]), ninth)["test/precision"] == 0.0
+    with pytest.raises(ValueError, match=r"must lie in \[0, 10\)"):
+        ranking_metrics(np.array([[10]]), np.array([0]), three_users)

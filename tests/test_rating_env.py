@@ -4,14 +4,17 @@ reference, autoreset, determinism and snapshot/restore."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
 from macs_exp.data.dataset import RatingData
+from macs_exp.data.preprocess import build_rating_data
 from macs_exp.envs import RATING_ID, rating
 from macs_exp.envs.base import BatchedEnv, env_info
 from macs_exp.envs.rating import RatingVecEnv
@@ -148,9 +151,16 @@ def test_train_episodes_start_at_a_uniform_cut_and_exclude_the_history(toy: Rati
 
 
 def reference_episode(
-    data: RatingData, split: str, user: int, cut: int, actions: np.ndarray, state_size: int
+    data: RatingData,
+    split: str,
+    user: int,
+    cut: int,
+    actions: np.ndarray,
+    state_size: int,
+    rated: bool = False,
 ) -> tuple[list[int], list[float], list[np.ndarray]]:
-    """One user's episode, computed the slow and obvious way."""
+    """One user's episode, computed the slow and obvious way; ``rated`` episodes recommend only
+    the items rated in the split served (after the cut) and stop when they run out."""
     lo, hi = data.train_indptr[user], data.train_indptr[user + 1]
     history = list(zip(data.train_items[lo:hi].tolist(), data.train_ratings[lo:hi].tolist(), strict=True))
     excluded = {i for i, _ in history[:cut]}
@@ -160,8 +170,10 @@ def reference_episode(
     else:
         lo, hi = data.test_indptr[user], data.test_indptr[user + 1]
         ratings = dict(zip(data.test_items[lo:hi].tolist(), data.test_ratings[lo:hi].tolist(), strict=True))
+    if rated:
+        excluded = set(range(data.n_items)) - set(ratings)
     items, rewards, observations = [], [], [obs_of(data, window, state_size)]
-    for a in actions:
+    for a in actions[: data.n_items - len(excluded)]:
         scores = data.item_features.astype(np.float64) @ a
         scores[list(excluded)] = -np.inf
         item = int(scores.argmax())
@@ -204,6 +216,115 @@ def test_batched_slots_match_a_per_user_reference(
         assert env.num_envs == int((np.diff(data.test_indptr) > 0).sum())
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_rated_slots_match_a_per_user_reference_across_uneven_episodes(split: str) -> None:
+    data = random_data(0)
+    env = RatingVecEnv(
+        6 if split == "train" else None, data, split=split, episode_length=5, state_size=3, candidates="rated"
+    )
+    obs, _ = env.reset(seed=11)
+    n = env.num_envs
+    starts = [(int(u), int(c), obs[i]) for i, (u, c) in enumerate(zip(env.users, env.core.cuts, strict=True))]
+    running: list[list[tuple[np.ndarray, int, float, np.ndarray]]] = [[] for _ in range(n)]
+    lengths = []
+    for a in np.random.default_rng(1).uniform(-1, 1, (16, n, 5)).astype(np.float32):
+        obs, rewards, terminated, truncated, info = env.step(a)
+        assert not terminated.any() and info["_final_obs"].tolist() == truncated.tolist()
+        for slot in range(n):
+            last = info["final_obs"][slot] if truncated[slot] else obs[slot]
+            running[slot].append((a[slot], int(info["item"][slot]), float(rewards[slot]), last))
+            if not truncated[slot]:
+                continue
+            user, cut, first = starts[slot]
+            steps = running[slot]
+            items, expected, observations = reference_episode(
+                data, split, user, cut, np.array([s[0] for s in steps], np.float64), 3, rated=True
+            )
+            # The episode ended when T items were shown or the candidates ran out, not before.
+            assert len(items) == len(steps) == min(5, len(observations) - 1)
+            assert [s[1] for s in steps] == items and [s[2] for s in steps] == expected
+            np.testing.assert_array_equal(np.array([first] + [s[3] for s in steps]), np.array(observations))
+            lengths.append(len(steps))
+            starts[slot] = (int(env.users[slot]), int(env.core.cuts[slot]), obs[slot])
+            running[slot] = []
+    # Some episodes ran out of candidates first, so slots reset at different steps.
+    assert min(lengths) < 5 and 5 in lengths
+
+
+def test_rated_users_without_candidates_are_never_served(
+    toy: RatingData, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="macs_exp"):
+        env = RatingVecEnv(None, toy, split="test", episode_length=3, state_size=2, candidates="rated")
+    assert env.users.tolist() == [0, 1]  # user 2 has no test rating: nothing to recommend
+    assert "1 of 3 users have no ratings in the test split and are not served" in caplog.text
+    env.reset(seed=0)
+    steps = [env.step(np.tile(POPULAR, (2, 1))) for _ in range(4)]
+    # Each test user has 2 candidates: the two most popular first, then the episode ends.
+    assert [s[4]["item"].tolist() for s in steps] == [[4, 6], [5, 0], [4, 6], [5, 0]]
+    assert [s[1].tolist() for s in steps[:2]] == [[1.0, 0.0], [0.0, 1.0]]
+    assert [s[3].tolist() for s in steps] == [[False, False], [True, True]] * 2
+    assert env.users.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="ratings in the test split"):
+        RatingVecEnv(None, toy, split="test", users=np.array([2]), candidates="rated")
+    # Under rated, no room check: the candidates bound the episode, not the catalogue.
+    assert RatingVecEnv(None, toy, split="test", episode_length=9, candidates="rated").num_envs == 2
+
+
+def test_drr_state_by_hand(toy: RatingData) -> None:
+    users = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, 1.0], [3.0, 3.0, 3.0]], np.float32)
+    data = dataclasses.replace(toy, user_features=users)
+    env = RatingVecEnv(None, data, split="test", episode_length=3, state_size=2, state="drr")
+    obs, _ = env.reset(seed=0)
+    f = data.item_features
+    # User 0's last two training positives are 2 and 3; user 1's only one is 5 (no padding in the mean).
+    mean = np.stack(((f[2] + f[3]) / 2, f[5]))
+    np.testing.assert_allclose(obs, np.concatenate((users[:2], mean, users[:2] * mean), axis=1), rtol=1e-6)
+    space = env.single_observation_space
+    assert space.shape == (9,) and all(space.contains(o) for o in obs)
+    np.testing.assert_array_equal(space.low[:3], [0.0, -1.0, 0.5])
+    obs, *_ = env.step(np.tile(POPULAR, (2, 1)))  # user 0 is shown 4, a test positive
+    np.testing.assert_allclose(obs[0, 3:6], (f[3] + f[4]) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="state=drr needs user_features"):
+        RatingVecEnv(None, toy, split="test", state="drr")
+
+
+def test_drr_train_states_do_not_depend_on_test_ratings() -> None:
+    rng = np.random.default_rng(0)
+    rows = [
+        (u, i, int(rng.integers(1, 6)), 10 * i + u)
+        for u in range(12)
+        for i in range(15)
+        if rng.random() < 0.8
+    ]
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    # The last rating (by time) of user 0 is in its test split; flip it between a hit and a miss.
+    last = frame.index[frame.user == 0][-1]
+    changed = frame.copy()
+    changed.loc[last, "rating"] = 6 - frame.loc[last, "rating"] if frame.loc[last, "rating"] != 3 else 5
+
+    def states(ratings: pd.DataFrame) -> list[np.ndarray]:
+        data = build_rating_data(
+            ratings,
+            name="leak",
+            positive_threshold=4,
+            min_user_ratings=2,
+            min_item_ratings=1,
+            test_fraction=0.2,
+            embedding_dim=4,
+            seed=0,
+        )
+        env = RatingVecEnv(8, data, episode_length=4, state_size=3, state="drr")
+        out = [env.reset(seed=3)[0]]
+        for a in np.random.default_rng(1).uniform(-1, 1, (9, 8, 5)).astype(np.float32):
+            obs, _, _, _, info = env.step(a)
+            out += [obs, info["final_obs"]]
+        return out
+
+    for x, y in zip(states(frame), states(changed), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_same_seed_same_trajectories_and_another_seed_other_users() -> None:
     data = random_data(1)
     actions = np.random.default_rng(2).uniform(-1, 1, (25, 4, 5)).astype(np.float32)
@@ -222,9 +343,10 @@ def test_same_seed_same_trajectories_and_another_seed_other_users() -> None:
     assert not all(np.array_equal(x, y) for x, y in zip(first, other, strict=True))
 
 
-def test_snapshot_restore_replays_across_episode_boundaries() -> None:
+@pytest.mark.parametrize("candidates", ["catalog", "rated"])
+def test_snapshot_restore_replays_across_episode_boundaries(candidates: str) -> None:
     data = random_data(2)
-    env = RatingVecEnv(5, data, episode_length=4, state_size=3)
+    env = RatingVecEnv(5, data, episode_length=4, state_size=3, candidates=candidates)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for a in rng.uniform(-1, 1, (6, 5, 5)).astype(np.float32):
@@ -247,18 +369,29 @@ def test_snapshot_restore_replays_across_episode_boundaries() -> None:
         for key in ("item", "final_obs", "_final_obs"):
             np.testing.assert_array_equal(r[4][key], p[4][key])
     with pytest.raises(ValueError, match="does not fit"):
-        RatingVecEnv(4, data, episode_length=4, state_size=3).restore(snapshot)
+        RatingVecEnv(4, data, episode_length=4, state_size=3, candidates=candidates).restore(snapshot)
+    other = "catalog" if candidates == "rated" else "rated"
+    with pytest.raises(ValueError, match="does not fit"):
+        RatingVecEnv(5, data, episode_length=4, state_size=3, candidates=other).restore(snapshot)
 
 
-def test_a_snapshot_is_not_changed_by_later_steps() -> None:
+@pytest.mark.parametrize("candidates", ["catalog", "rated"])
+def test_a_snapshot_is_not_changed_by_later_steps(candidates: str) -> None:
     data = random_data(3)
-    env = RatingVecEnv(3, data, episode_length=4, state_size=2)
+    env = RatingVecEnv(3, data, episode_length=4, state_size=2, candidates=candidates)
     env.reset(seed=1)
     env.step(np.ones((3, 5), np.float32))
     snapshot = env.snapshot()
-    kept = dataclasses.replace(snapshot, recommended=snapshot.recommended.clone())
+    kept = dataclasses.replace(
+        snapshot,
+        recommended=snapshot.recommended.clone(),
+        rated=None if snapshot.rated is None else snapshot.rated.clone(),
+    )
     env.step(np.ones((3, 5), np.float32))
     assert torch.equal(snapshot.recommended, kept.recommended)
+    if snapshot.rated is not None and kept.rated is not None:
+        for name in ("items", "available", "shown", "length"):
+            assert torch.equal(getattr(snapshot.rated, name), getattr(kept.rated, name)), name
 
 
 def test_spaces_metadata_and_registration(toy: RatingData) -> None:

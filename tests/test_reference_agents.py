@@ -137,3 +137,67 @@ def test_random_evaluation_is_reproducible_with_the_seed(two_users: RatingData) 
     ]
     assert runs[0] == runs[1]
     assert 0.0 <= runs[0]["eval/episode_reward"] <= 2.0
+
+
+def rated_users(features: np.ndarray, repeat: int = 1) -> tuple[RatingData, RatingVecEnv]:
+    """Three test users with 5, 2 and 3 candidates (their test ratings), T = 3, each user served by
+    ``repeat`` slots. Positives: user 0 {0, 1, 4}, user 1 {5}, user 2 none."""
+    data = RatingData(
+        name="rated",
+        n_users=3,
+        n_items=8,
+        item_features=features.astype(np.float32),
+        train_indptr=np.array([0, 1, 2, 3]),
+        train_items=np.array([7, 6, 0]),
+        train_ratings=np.array([5.0, 3.0, 2.0], np.float32),
+        test_indptr=np.array([0, 5, 7, 10]),
+        test_items=np.array([0, 1, 2, 3, 4, 5, 2, 3, 6, 7]),
+        test_ratings=np.array([5, 4, 2, 1, 5, 4, 1, 2, 1, 3], np.float32),
+        positive_threshold=4.0,
+        rating_min=1.0,
+        rating_max=5.0,
+    )
+    users = np.repeat(np.arange(3), repeat)
+    env = RatingVecEnv(
+        None, data, split="test", episode_length=3, state_size=2, users=users, candidates="rated"
+    )
+    return data, env
+
+
+def evaluated(agent: Agent, env: RatingVecEnv, data: RatingData) -> tuple[dict[str, float], np.ndarray]:
+    """The trainer's evaluation, and the recommendation lists it scored."""
+    lists: list[np.ndarray] = []
+
+    def ranking(recommended: np.ndarray) -> dict[str, float]:
+        lists.append(recommended)
+        return ranking_metrics(recommended, env.users, data)
+
+    return evaluate(agent, env, seed=0, items_per_page=None, ranking=ranking), lists[0]
+
+
+def test_popular_under_rated_candidates_by_hand() -> None:
+    popularity = np.array([0.1, 0.9, 0.8, 0.2, 0.3, 0.5, 0.6, 0.4])
+    data, env = rated_users(np.column_stack((np.zeros(8), popularity)))
+    agent = PopularPolicy(cfg("popular"), env.single_observation_space, env.single_action_space, "cpu", 0)
+    m, lists = evaluated(agent, env, data)
+    # The most popular candidates first; user 1 runs out after its 2 candidates.
+    assert lists.tolist() == [[1, 2, 4], [2, 5, -1], [6, 7, 3]]
+    # Hits 2, 1, 0: precision (2/3 + 1/3 + 0) / 3; recall over users 0 and 1: 2/min(3, 3), 1/min(3, 1).
+    assert m["test/precision"] == pytest.approx(1 / 3)
+    assert m["test/recall"] == pytest.approx((2 / 3 + 1) / 2)
+    assert (m["eval/episode_reward"], m["eval/episode_length"]) == pytest.approx((1.0, 8 / 3))
+
+
+def test_random_under_rated_candidates_meets_the_uniform_expectation() -> None:
+    # One-hot item features: a uniform random action's argmax is a uniform random candidate, so
+    # each episode shows a uniform random L_u = min(T, |C_u|) of the candidates (docs/metrics.md).
+    data, env = rated_users(np.column_stack((np.eye(8), np.zeros(8))), repeat=1000)
+    agent = RandomPolicy(cfg("random"), env.single_observation_space, env.single_action_space, "cpu", 0)
+    m, lists = evaluated(agent, env, data)
+    candidates = [{0, 1, 2, 3, 4}, {2, 5}, {3, 6, 7}]
+    for user, row in zip(env.users, lists, strict=True):
+        assert set(row[row >= 0].tolist()) <= candidates[user]
+    # E[hits_u] = L_u |P_u| / |C_u|: 3 * 3/5, 2 * 1/2, 0.
+    hits = np.array([9 / 5, 1.0, 0.0])
+    assert abs(m["test/precision"] - (hits / 3).mean()) < 0.0085  # 4 sd: sd^2 = 1000 * 0.04 / 3000^2
+    assert abs(m["test/recall"] - (hits[0] / 3 + hits[1] / 1) / 2) < 0.0127  # 4 sd: 1000 * 0.04 / 2000^2

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # the first of these a run logs: precision on the offline datasets (Table I), CTR where the env
 # shows pages of items (VirtualTaobao), the episode reward anywhere else.
 KEY_METRICS = ("test/precision", "eval/ctr", "eval/episode_reward")
+# Pads a recommendation list past the end of a shorter episode (env.candidates=rated); ranks
+# holding it recommend nothing.
+NOT_SHOWN = -1
 
 
 def key_metric(logged: Iterable[str]) -> str:
@@ -65,7 +68,8 @@ def ranking_metrics(recommended: np.ndarray, users: np.ndarray, data: RatingData
     users' test ratings (definitions in docs/metrics.md).
 
     ``recommended`` is (U, T): the items shown to ``users[u]`` in order, distinct within a row
-    (the rating env never repeats an item in an episode). Every user must have a test rating,
+    (the rating env never repeats an item in an episode), ``NOT_SHOWN`` after the end of an
+    episode shorter than T; Precision still divides by T. Every user must have a test rating,
     or Accuracy would be undefined. Recall, NDCG and HitRate average over the users with at
     least one positive test item (NaN if there is none); Precision and Accuracy over all users.
     """
@@ -75,8 +79,13 @@ def ranking_metrics(recommended: np.ndarray, users: np.ndarray, data: RatingData
         raise ValueError(
             f"recommended must be (users, T >= 1), got {recommended.shape} for {users.shape[0]} users"
         )
+    shown = recommended != NOT_SHOWN
+    if (recommended[shown] < 0).any() or (recommended >= data.n_items).any():
+        raise ValueError(
+            f"recommended items must lie in [0, {data.n_items}) or be {NOT_SHOWN} (nothing shown)"
+        )
     in_order = np.sort(recommended, axis=1)
-    if (in_order[:, 1:] == in_order[:, :-1]).any():
+    if ((in_order[:, 1:] == in_order[:, :-1]) & (in_order[:, 1:] != NOT_SHOWN)).any():
         raise ValueError("an item is recommended twice to one user")
     n_shown = recommended.shape[1]
     start, end = data.test_indptr[users], data.test_indptr[users + 1]
@@ -92,6 +101,7 @@ def ranking_metrics(recommended: np.ndarray, users: np.ndarray, data: RatingData
     # Which recommendations the user rated in the test split, and which of those positively.
     pairs = RatedPairs.of(data, "test")
     index, rated = pairs.find(users[:, None], recommended)
+    rated &= shown
     hit = rated & (pairs.ratings >= data.positive_threshold)[index]
 
     hits = hit.sum(1)

@@ -116,7 +116,8 @@ class RandomPolicy(ReferencePolicy):
 @plugins.agent("popular", ReferenceConfig, order=91)
 class PopularPolicy(ReferencePolicy):
     """The action that points along the last feature, the rating env's training popularity,
-    so that each step recommends the most popular item not yet seen or shown."""
+    so that each step recommends the most popular item the env allows (not yet seen or shown;
+    under ``env.candidates=rated`` also among the user's rated items only)."""
 
     name = "popular"
 

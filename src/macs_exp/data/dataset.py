@@ -36,6 +36,10 @@ class RatingData:
     rating_max: float
     # Counts worth logging as MLflow params (rows read, skipped bad rows, filtered users, ...).
     stats: dict[str, float] = field(default_factory=dict)
+    # (n_users, embedding_dim + 1) float32: the user factors of the same factorisation as the item
+    # factors (training ratings only), then the user's training activity scaled to [0, 1]. Read by
+    # the DRR state only; None in hand-made datasets that do not need it.
+    user_features: np.ndarray | None = None
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(indptr, items, ratings)`` CSR arrays of ``split``, one of :data:`SPLITS`."""

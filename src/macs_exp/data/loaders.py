@@ -56,6 +56,9 @@ class TableLayout:
     n_fields: int | None = None
     # BookCrossing writes a quote inside a quoted field as \".
     backslash_escapes: bool = False
+    # The (lowest, highest) rating the publisher's scale allows: a rating outside it is a malformed
+    # row, not data. None (generic tables, which declare no scale) leaves ratings unchecked.
+    rating_scale: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,22 +72,36 @@ class RawFormat:
 RAW_FORMATS: dict[str, RawFormat] = {
     "ml100k": RawFormat(
         "u.data",
-        TableLayout("\t", False, "latin-1", 0, 1, 2, 3, "int", "int", n_fields=4),
+        TableLayout("\t", False, "latin-1", 0, 1, 2, 3, "int", "int", n_fields=4, rating_scale=(1, 5)),
         ("u.item", "u.user"),
     ),
     "ml1m": RawFormat(
         "ratings.dat",
-        TableLayout("::", False, "latin-1", 0, 1, 2, 3, "int", "int", n_fields=4),
+        TableLayout("::", False, "latin-1", 0, 1, 2, 3, "int", "int", n_fields=4, rating_scale=(1, 5)),
         ("movies.dat", "users.dat"),
     ),
     "bookcrossing": RawFormat(
         "BX-Book-Ratings.csv",
-        TableLayout(";", True, "latin-1", 0, 1, 2, None, "int", "str", n_fields=3, backslash_escapes=True),
+        # 1-10 explicit, 0 an implicit interaction (dropped unless env.keep_implicit).
+        TableLayout(
+            ";",
+            True,
+            "latin-1",
+            0,
+            1,
+            2,
+            None,
+            "int",
+            "str",
+            n_fields=3,
+            backslash_escapes=True,
+            rating_scale=(0, 10),
+        ),
         ("BX-Books.csv", "BX-Users.csv"),
     ),
     "douban_book": RawFormat(
         "user_book.dat",
-        TableLayout("\t", False, "utf-8", 0, 1, 2, None, "int", "int", n_fields=3),
+        TableLayout("\t", False, "utf-8", 0, 1, 2, None, "int", "int", n_fields=3, rating_scale=(1, 5)),
     ),
 }
 FORMATS = (*RAW_FORMATS, "table")
@@ -285,6 +302,10 @@ def _frame_is_clean(df: pd.DataFrame, layout: TableLayout, cols: _Columns, optio
             return False
     if not _numeric(rating) or not np.isfinite(rating.to_numpy(np.float64)).all():
         return False
+    if layout.rating_scale is not None:
+        low, high = layout.rating_scale
+        if not rating.between(low, high).all():
+            return False
     if timestamp is not None:
         if not _numeric(timestamp):
             return False
@@ -313,6 +334,11 @@ def _value_problem(value: str, wanted: str) -> str | None:
     return None if value else "is empty"
 
 
+def _outside_scale(rating: float, scale: tuple[float, float]) -> str | None:
+    low, high = scale
+    return None if low <= rating <= high else f"is outside the dataset's rating scale {low:g}-{high:g}"
+
+
 def _row_problem(
     fields: list[str], layout: TableLayout, cols: _Columns, optional_timestamp: bool
 ) -> str | None:
@@ -329,6 +355,8 @@ def _row_problem(
         if pos is None:
             continue
         problem = _value_problem(fields[pos], wanted[role])
+        if problem is None and role == "rating" and layout.rating_scale is not None:
+            problem = _outside_scale(float(fields[pos]), layout.rating_scale)
         if problem is not None:
             return f"{role} {fields[pos]!r} {problem}"
     return None

@@ -9,6 +9,10 @@ from omegaconf import MISSING
 
 from macs_exp.schema import Rules, Schema
 
+# What a rating env may recommend, and what its state holds (docs/metrics.md, "The environment").
+CANDIDATES = ("catalog", "rated")
+STATES = ("items", "drr")
+
 
 @dataclass
 class EnvConfig(Schema):
@@ -62,3 +66,15 @@ class RatingEnvConfig(EnvConfig):
     state_size: int = MISSING
     # binary | normalized_rating
     reward: str = MISSING
+    # catalog: any item not yet seen or shown; rated: only the items the user rated in the split
+    # the episode serves (after the cut), so that every recommendation has a known rating.
+    candidates: str = MISSING
+    # items: the features of the last positives; drr: DRR-ave (user, mean of those, their product).
+    state: str = MISSING
+
+    def rules(self) -> Rules:
+        return {
+            **super().rules(),
+            "candidates": (self.candidates in CANDIDATES, f"one of {', '.join(CANDIDATES)}"),
+            "state": (self.state in STATES, f"one of {', '.join(STATES)}"),
+        }

@@ -44,6 +44,8 @@ def make_batched_env(
             episode_length=cfg.episode_length,
             state_size=cfg.state_size,
             reward=cfg.reward,
+            candidates=cfg.candidates,
+            state=cfg.state,
             **cfg.kwargs,
         )
     elif spec.vector_entry_point is not None:

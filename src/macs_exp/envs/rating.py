@@ -1,23 +1,29 @@
 """MACS/Rating-v0: an offline rating dataset served as a batched recommendation environment.
 
 Each slot serves one user for ``episode_length`` steps. The state is the item features of
-the user's latest ``state_size`` positively rated items; an action is a direction in item
-feature space, and the recommended item is the best-scoring item (``item_features @ action``)
-the user has neither seen in the starting history nor been shown in this episode. The reward
-is read from the user's ratings of the split the episode serves; unrated items earn 0.
+the user's latest ``state_size`` positively rated items (``state="drr"``: the DRR-ave state
+built from them and the user's factors); an action is a direction in item feature space, and
+the recommended item is the best-scoring item (``item_features @ action``) among the allowed
+ones: with ``candidates="catalog"`` any item the user has neither seen in the starting history
+nor been shown in this episode, with ``candidates="rated"`` only the not yet shown items the
+user rated in the split served (after the starting history), and the episode ends early when
+they run out. The reward is read from the user's ratings of the split the episode serves;
+unrated items earn 0.
 
 Train episodes start at a random chronological cut of a random user's training sequence, so
 everything rated after the cut is there to be found; test episodes start after the whole
 training sequence and are rewarded from the test split. docs/metrics.md has the full protocol.
 
-Every slot starts together and runs the same number of steps, so one step counter serves all
-of them and all slots reset in the same step. The env has no single-user ``gym.Env``: a test
+Under ``catalog`` every slot starts together and runs the same number of steps, so one step
+counter serves all of them and all slots reset in the same step; under ``rated`` each slot
+counts its own steps and resets when its episode ends. The env has no single-user ``gym.Env``: a test
 slot is tied to one evaluation user, which has no useful single-env counterpart, and the
 trainer always takes the vector entry point.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,9 @@ from gymnasium.vector.utils import batch_space
 
 from macs_exp.data.dataset import SPLITS, RatingData
 from macs_exp.data.lookup import RatedPairs
+from macs_exp.envs.config import CANDIDATES, STATES
+
+log = logging.getLogger("macs_exp")
 
 REWARDS = ("binary", "normalized_rating")
 # Scores (float32) computed at once: slots are scored in blocks of at most this many entries, so
@@ -70,12 +79,28 @@ def _row_argmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class RatedCandidates:
+    """Under ``candidates="rated"``, what each slot may still be shown; mutated in place by the core,
+    copied by snapshots."""
+
+    items: torch.Tensor  # (N, C) int64 the episode's candidates in index order, 0 on padding
+    available: torch.Tensor  # (N, C) bool candidates not yet shown (False on padding)
+    shown: torch.Tensor  # (N,) int64 items shown in the current episode
+    length: torch.Tensor  # (N,) int64 the episode's length: min(episode_length, candidates)
+
+    def clone(self) -> RatedCandidates:
+        return RatedCandidates(
+            self.items.clone(), self.available.clone(), self.shown.clone(), self.length.clone()
+        )
+
+
+@dataclass(frozen=True)
 class RatingEnvState:
     """Complete state of the N slots: private copies, except the shared ``history``."""
 
     users: torch.Tensor  # (N,) int64 user served by each slot
     cuts: torch.Tensor  # (N,) int64 length of the starting history (a prefix of the training sequence)
-    step: int  # steps taken in the current episodes
+    step: int  # steps taken in the current episodes (catalog; rated counts per slot in ``rated``)
     window: torch.Tensor  # (N, state_size) int64 latest positive items, most recent last; n_items pads
     recommended: torch.Tensor  # (N, episode_length) int64 items shown so far (first ``step`` columns)
     rng_state: torch.Tensor
@@ -83,29 +108,68 @@ class RatingEnvState:
     # users and cuts, kept because MACS restores at every step and rebuilding them costs as much
     # as a fifth of a step. Shared, not copied: the env replaces these tensors, never writes them.
     history: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    rated: RatedCandidates | None = None
 
 
-def _check_settings(data: RatingData, split: str, episode_length: int, state_size: int, reward: str) -> None:
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What the episodes serve and show: the split, T, the state, the reward and the candidates."""
+
+    split: str = "train"
+    episode_length: int = 10
+    state_size: int = 10
+    reward: str = "binary"
+    candidates: str = "catalog"
+    state: str = "items"
+
+
+def _check_settings(data: RatingData, spec: EpisodeSpec) -> None:
     """Rejects settings the env cannot serve, before anything is put on the device."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} must be one of {SPLITS}")
-    if reward not in REWARDS:
-        raise ValueError(f"reward={reward!r} must be one of {REWARDS}")
-    if episode_length < 1 or state_size < 1:
+    for key, value, choices in (
+        ("split", spec.split, SPLITS),
+        ("reward", spec.reward, REWARDS),
+        ("candidates", spec.candidates, CANDIDATES),
+        ("state", spec.state, STATES),
+    ):
+        if value not in choices:
+            raise ValueError(f"{key}={value!r} must be one of {choices}")
+    if spec.episode_length < 1 or spec.state_size < 1:
         raise ValueError(
-            f"episode_length and state_size must be at least 1, got {episode_length}, {state_size}"
+            f"episode_length and state_size must be at least 1, got {spec.episode_length}, {spec.state_size}"
         )
     if not data.rating_max > data.rating_min:
         raise ValueError(f"{data.name}: rating_max must exceed rating_min")
+    if spec.state == "drr" and (
+        data.user_features is None or data.user_features.shape[1] != data.item_features.shape[1]
+    ):
+        raise ValueError(
+            f"{data.name}: state=drr needs user_features as wide as the item features (the preprocessed "
+            "datasets have them); use state=items"
+        )
 
 
 def _served_users(
     data: RatingData, split: str, num_envs: int | None, users: np.ndarray | None
 ) -> tuple[int, np.ndarray]:
     """``(num_envs, users)``: on the test split, the user of each slot (``num_envs=None`` takes
-    every one); on the train split, the pool each episode draws its user from."""
+    every one); on the train split, the pool each episode draws its user from.
+
+    Only users with ratings in the split are served: their ratings are what an episode is
+    rewarded from, and under ``candidates="rated"`` what it recommends, so a user without any
+    would have an episode with nothing to find (or nothing to show).
+    """
     split_lengths = np.diff(data.split_arrays(split)[0])
-    users = np.flatnonzero(split_lengths > 0) if users is None else np.asarray(users, dtype=np.int64)
+    if users is None:
+        users = np.flatnonzero(split_lengths > 0)
+        if len(users) < data.n_users:
+            log.info(
+                "%s: %d of %d users have no ratings in the %s split and are not served",
+                data.name,
+                data.n_users - len(users),
+                data.n_users,
+                split,
+            )
+    users = np.asarray(users, dtype=np.int64)
     if users.size == 0 or (split_lengths[users] == 0).any():
         raise ValueError(f"{data.name}: every user served must have ratings in the {split} split")
     if split == "test":
@@ -122,7 +186,8 @@ def _served_users(
 
 
 def _check_room(data: RatingData, split: str, users: np.ndarray, episode_length: int) -> None:
-    """The starting history and the episode's recommendations must leave an item to recommend."""
+    """Under ``catalog``, the starting history and the episode's recommendations must leave an
+    item to recommend (``rated`` episodes end when their candidates run out instead)."""
     # A train episode's history stops at least one rating before the end of the sequence.
     longest_history = int(np.diff(data.train_indptr)[users].max()) - (1 if split == "train" else 0)
     if longest_history + episode_length > data.n_items:
@@ -139,32 +204,35 @@ class RatingCore:
         self,
         num_envs: int | None,
         data: RatingData,
-        split: str,
-        episode_length: int,
-        state_size: int,
-        reward: str,
+        spec: EpisodeSpec,
         device: str | torch.device,
         users: np.ndarray | None,
     ) -> None:
-        _check_settings(data, split, episode_length, state_size, reward)
-        self.num_envs, users = _served_users(data, split, num_envs, users)
-        _check_room(data, split, users, episode_length)
-        self.split = split
-        self.episode_length = episode_length
+        _check_settings(data, spec)
+        self.num_envs, users = _served_users(data, spec.split, num_envs, users)
+        if spec.candidates == "catalog":
+            _check_room(data, spec.split, users, spec.episode_length)
+        self.spec = spec
+        self.split = spec.split
+        self.episode_length = spec.episode_length
         self.device = torch.device(device)
         self.n_items = data.n_items
         self._load_items(data)
-        self._lookup = _RatingLookup(data, split, reward, self.device)
+        self._lookup = _RatingLookup(data, spec.split, spec.reward, self.device)
         self._users_served = torch.as_tensor(users, device=self.device)
-        self._plan_blocks(state_size)
+        self._plan_blocks(spec.state_size)
         self.generator = torch.Generator(self.device)
         # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
         self.generator.seed()
-        self.recommended = torch.zeros(self.num_envs, episode_length, dtype=torch.int64, device=self.device)
+        self.recommended = torch.zeros(
+            self.num_envs, spec.episode_length, dtype=torch.int64, device=self.device
+        )
+        self.rated = self._plan_candidates(data, users) if spec.candidates == "rated" else None
         self.new_episodes()
 
     def _load_items(self, data: RatingData) -> None:
-        """The item features and training sequences on the device, laid out for ``new_episodes``."""
+        """The item (and, for ``drr``, user) features and training sequences on the device, laid
+        out for ``new_episodes``."""
         dev = self.device
         features = np.asarray(data.item_features, dtype=np.float32)
         self.feature_dim: int = features.shape[1]
@@ -173,6 +241,9 @@ class RatingCore:
             np.concatenate((features, np.zeros((1, self.feature_dim), np.float32))), device=dev
         )
         self._features = self._features_padded[:-1]
+        if self.spec.state == "drr":
+            assert data.user_features is not None  # _check_settings
+            self._user_features = torch.as_tensor(data.user_features, dtype=torch.float32, device=dev)
         self._train_indptr = torch.as_tensor(data.train_indptr, dtype=torch.int64, device=dev)
         self._train_items = torch.as_tensor(data.train_items, dtype=torch.int64, device=dev)
         self._train_lengths = torch.as_tensor(np.diff(data.train_indptr).astype(np.int64), device=dev)
@@ -201,52 +272,121 @@ class RatingCore:
         self._window_offsets = torch.arange(-state_size, 0, device=dev)
         self._excluded = torch.tensor(-torch.inf, device=dev)
 
+    def _plan_candidates(self, data: RatingData, users: np.ndarray) -> RatedCandidates:
+        """The split's sequences for ``rated`` episodes, and room for the most candidates any
+        served user can have: all their ratings in the split (a train episode's cut may be 0)."""
+        indptr, items, _ = data.split_arrays(self.split)
+        self._split_indptr = torch.as_tensor(indptr, dtype=torch.int64, device=self.device)
+        self._split_items = torch.as_tensor(items, dtype=torch.int64, device=self.device)
+        width = int(np.diff(indptr)[users].max())
+        self._candidate_offsets = torch.arange(width, device=self.device)
+        n, dev = self.num_envs, self.device
+        return RatedCandidates(
+            items=torch.zeros(n, width, dtype=torch.int64, device=dev),
+            available=torch.zeros(n, width, dtype=torch.bool, device=dev),
+            shown=torch.zeros(n, dtype=torch.int64, device=dev),
+            length=torch.zeros(n, dtype=torch.int64, device=dev),
+        )
+
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
-    def new_episodes(self) -> None:
-        """Start every slot's next episode: its user, cut, starting history and state window."""
-        n = self.num_envs
-        if self.split == "train":
-            pick = torch.randint(len(self._users_served), (n,), generator=self.generator, device=self.device)
-            users = self._users_served[pick]
-            lengths = self._train_lengths[users]
-            # Uniform in [0, length - 1], so at least one training rating lies at or after the cut.
-            uniform = torch.rand(n, dtype=torch.float64, generator=self.generator, device=self.device)
-            cuts = torch.minimum((uniform * lengths).long(), lengths - 1)
-        else:
-            users = self._users_served
-            cuts = self._train_lengths[users]
-        self.users: torch.Tensor = users
-        self.cuts: torch.Tensor = cuts
-        self.step_count = 0
-        # Starting histories flattened: slot i contributes its user's first cut_i training items.
+    def _draw(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The users and cuts of new episodes in slots ``rows`` (train: drawn; test: fixed)."""
+        if self.split == "test":
+            users = self._users_served[rows]
+            return users, self._train_lengths[users]
+        n = len(rows)
+        pick = torch.randint(len(self._users_served), (n,), generator=self.generator, device=self.device)
+        users = self._users_served[pick]
+        lengths = self._train_lengths[users]
+        # Uniform in [0, length - 1], so at least one training rating lies at or after the cut.
+        uniform = torch.rand(n, dtype=torch.float64, generator=self.generator, device=self.device)
+        return users, torch.minimum((uniform * lengths).long(), lengths - 1)
+
+    def new_episodes(self, finished: torch.Tensor | None = None) -> None:
+        """Start the next episode of every slot, or (``rated``) of the ``finished`` (N,) ones: its
+        user, cut, state window, and its starting history or candidates."""
+        if finished is None or bool(finished.all()):
+            self.users, self.cuts = self._draw(self._rows)
+            self.step_count = 0
+            self.window = self._window(self.users, self.cuts)
+            if self.rated is None:
+                self._history = self._histories()
+            else:
+                self._history = ()
+                self._start_candidates(self._rows)
+            return
+        rows = finished.nonzero().squeeze(1)
+        users, cuts = self._draw(rows)
+        self.users[rows], self.cuts[rows] = users, cuts
+        self.window[rows] = self._window(users, cuts)
+        self._start_candidates(rows)
+
+    def _window(self, users: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+        """The last state_size positives before the cut, by global index; missing ones are padding."""
         first = self._train_indptr[users]
-        rows = self._rows.repeat_interleave(cuts)
-        ends = torch.cumsum(cuts, 0)
-        offset = torch.arange(len(rows), device=self.device) - (ends - cuts)[rows]
-        items = self._train_items[first[rows] + offset]
-        bounds = [0, *ends[[stop - 1 for _, stop in self._blocks]].tolist()]
-        self._history = tuple(
-            (rows[a:b] - lo, items[a:b])
-            for (lo, _), a, b in zip(self._blocks, bounds[:-1], bounds[1:], strict=True)
-        )
-        # The last state_size positives before the cut, by global index; missing ones are padding.
         end = self._positives_before[first + cuts]
         index = end[:, None] + self._window_offsets
         before_user = index < self._positives_before[first][:, None]
-        self.window = self._positive_items[index.masked_fill_(before_user, len(self._positive_items) - 1)]
+        return self._positive_items[index.masked_fill_(before_user, len(self._positive_items) - 1)]
+
+    def _histories(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per block, the (slot in block, item) pairs of the starting histories: slot i contributes
+        its user's first cut_i training items."""
+        first = self._train_indptr[self.users]
+        rows = self._rows.repeat_interleave(self.cuts)
+        ends = torch.cumsum(self.cuts, 0)
+        offset = torch.arange(len(rows), device=self.device) - (ends - self.cuts)[rows]
+        items = self._train_items[first[rows] + offset]
+        bounds = [0, *ends[[stop - 1 for _, stop in self._blocks]].tolist()]
+        return tuple(
+            (rows[a:b] - lo, items[a:b])
+            for (lo, _), a, b in zip(self._blocks, bounds[:-1], bounds[1:], strict=True)
+        )
+
+    def _start_candidates(self, rows: torch.Tensor) -> None:
+        """The candidates of slots ``rows``: the user's ratings in the split after the cut (the
+        whole test sequence on the test split), in index order so that ties go to the lowest
+        index as under ``catalog``. None is in the starting history: a user rates an item once."""
+        assert self.rated is not None
+        users = self.users[rows]
+        start = self._split_indptr[users] + (self.cuts[rows] if self.split == "train" else 0)
+        count = self._split_indptr[users + 1] - start
+        valid = self._candidate_offsets < count[:, None]
+        position = torch.minimum(start[:, None] + self._candidate_offsets, self._split_indptr[-1] - 1)
+        # Padding sorts last as n_items, then becomes item 0, never available.
+        items = torch.where(valid, self._split_items[position], self.n_items).sort(1).values
+        self.rated.items[rows] = items.masked_fill(~valid, 0)
+        self.rated.available[rows] = valid
+        self.rated.shown[rows] = 0
+        self.rated.length[rows] = count.clamp(max=self.episode_length)
 
     @torch.no_grad()
-    def step(self, actions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Recommend one item to every slot; returns (items, rewards, episodes done).
+    def step(self, actions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Recommend one item to every slot; returns (items, rewards, episodes done (N,) bool).
 
         Only the action's direction matters (the argmax ignores positive scaling), so actions
         are not clipped. No random numbers are drawn here: branches from a snapshot that take
-        different actions still draw the same users at the next episode start.
+        different actions still draw the same users at the next episode start (a ``rated``
+        episode's length depends on its candidates only, not on what was shown).
         """
-        t = self.step_count
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if self.rated is None:
+            items = self._recommend_from_catalog(a)
+            self.step_count += 1
+            done = torch.full((self.num_envs,), self.step_count >= self.episode_length, device=self.device)
+        else:
+            items = self._recommend_from_candidates(a, self.rated)
+            self.rated.shown.add_(1)
+            done = self.rated.shown >= self.rated.length
+        rewards, positive = self._lookup(self.users, items)
+        shifted = torch.cat((self.window[:, 1:], items[:, None]), dim=1)
+        self.window = torch.where(positive[:, None], shifted, self.window)
+        return items, rewards, done
+
+    def _recommend_from_catalog(self, a: torch.Tensor) -> torch.Tensor:
+        t = self.step_count
         for (lo, hi), history in zip(self._blocks, self._history, strict=True):
             scores = a[lo:hi] @ self._features.T
             scores.index_put_(history, self._excluded)
@@ -254,16 +394,29 @@ class RatingCore:
                 shown = (self._row_grid[: hi - lo, :t], self.recommended[lo:hi, :t])
                 scores.index_put_(shown, self._excluded)
             self.recommended[lo:hi, t] = _row_argmax(scores).to(self.device)
-        items = self.recommended[:, t].clone()
-        rewards, positive = self._lookup(self.users, items)
-        shifted = torch.cat((self.window[:, 1:], items[:, None]), dim=1)
-        self.window = torch.where(positive[:, None], shifted, self.window)
-        self.step_count = t + 1
-        return items, rewards, self.step_count >= self.episode_length
+        return self.recommended[:, t].clone()
+
+    def _recommend_from_candidates(self, a: torch.Tensor, rated: RatedCandidates) -> torch.Tensor:
+        picks = torch.empty(self.num_envs, dtype=torch.int64, device=self.device)
+        for lo, hi in self._blocks:
+            scores = (a[lo:hi] @ self._features.T).gather(1, rated.items[lo:hi])
+            scores.masked_fill_(~rated.available[lo:hi], self._excluded)
+            picks[lo:hi] = _row_argmax(scores).to(self.device)
+        items = rated.items[self._rows, picks]
+        rated.available[self._rows, picks] = False
+        self.recommended[self._rows, rated.shown] = items
+        return items
 
     def observation(self) -> torch.Tensor:
-        """(N, state_size * feature_dim) float32, a new tensor on every call."""
-        return self._features_padded.index_select(0, self.window.view(-1)).view(self.num_envs, -1)
+        """(N, obs_dim) float32, a new tensor on every call: the window's features, or under
+        ``drr`` the DRR-ave state (user factors, the mean of the window's items, their product)."""
+        features = self._features_padded.index_select(0, self.window.view(-1))
+        if self.spec.state == "items":
+            return features.view(self.num_envs, -1)
+        count = (self.window < self.n_items).sum(1, keepdim=True).clamp_(min=1)
+        mean = features.view(self.num_envs, -1, self.feature_dim).sum(1) / count
+        user = self._user_features[self.users]
+        return torch.cat((user, mean, user * mean), dim=1)
 
     def snapshot(self) -> RatingEnvState:
         return RatingEnvState(
@@ -274,13 +427,18 @@ class RatingCore:
             recommended=self.recommended.clone(),
             rng_state=self.generator.get_state(),
             history=self._history,
+            rated=None if self.rated is None else self.rated.clone(),
         )
 
     def restore(self, state: RatingEnvState) -> None:
-        if state.recommended.shape != self.recommended.shape or state.window.shape != self.window.shape:
+        fits = state.recommended.shape == self.recommended.shape and state.window.shape == self.window.shape
+        if self.rated is not None:
+            fits = fits and state.rated is not None and state.rated.items.shape == self.rated.items.shape
+        if not fits or (self.rated is None) != (state.rated is None):
             raise ValueError(
-                f"snapshot of shape {tuple(state.recommended.shape)} / {tuple(state.window.shape)} does not "
-                f"fit this env's {tuple(self.recommended.shape)} / {tuple(self.window.shape)}"
+                f"snapshot of shape {tuple(state.recommended.shape)} / {tuple(state.window.shape)} "
+                f"(candidates {'rated' if state.rated is not None else 'catalog'}) does not fit this env's "
+                f"{tuple(self.recommended.shape)} / {tuple(self.window.shape)} ({self.spec.candidates})"
             )
         self.users = state.users.clone()
         self.cuts = state.cuts.clone()
@@ -289,6 +447,7 @@ class RatingCore:
         self.recommended = state.recommended.clone()
         self.generator.set_state(state.rng_state)
         self._history = state.history
+        self.rated = None if state.rated is None else state.rated.clone()
 
 
 def _reward_bins(data: RatingData, reward: str) -> int:
@@ -300,6 +459,24 @@ def _reward_bins(data: RatingData, reward: str) -> int:
     return int(np.unique(np.append(_reward_values(levels, data, reward), 0.0)).size)
 
 
+def _observation_space(data: RatingData, state: str, state_size: int) -> gym.spaces.Box:
+    """Per-coordinate bounds of the state: feature bounds, widened to hold the zero padding."""
+    features = np.asarray(data.item_features, dtype=np.float32)
+    # Padding rows are zeros (and an empty window's mean is zero), so 0 is within every bound.
+    low, high = np.minimum(features.min(0), 0.0), np.maximum(features.max(0), 0.0)
+    if state == "items":
+        return gym.spaces.Box(np.tile(low, state_size), np.tile(high, state_size), dtype=np.float32)
+    assert data.user_features is not None  # _check_settings
+    users = np.asarray(data.user_features, dtype=np.float32)
+    user_low, user_high = users.min(0), users.max(0)
+    corners = np.stack([u * m for u in (user_low, user_high) for m in (low, high)])
+    return gym.spaces.Box(
+        np.concatenate((user_low, low, corners.min(0))),
+        np.concatenate((user_high, high, corners.max(0))),
+        dtype=np.float32,
+    )
+
+
 class RatingVecEnv(gym.vector.VectorEnv):
     """``num_envs`` slots of a rating dataset stepped at once, same-step autoreset (``envs.base``).
 
@@ -307,7 +484,9 @@ class RatingVecEnv(gym.vector.VectorEnv):
     with training ratings) and a random cut of the user's training sequence. ``split="test"``
     ties slot i to ``users[i]`` (default: every user with a test rating, in index order;
     ``num_envs=None`` takes them all, a smaller ``num_envs`` the first ones) and replays the same
-    user after each episode. ``info["item"]`` holds the recommended items (N,) int64;
+    user after each episode. ``candidates`` and ``state`` are as in ``RatingEnvConfig`` (under
+    ``rated``, slots end their episodes at different steps, each reset as it ends).
+    ``info["item"]`` holds the recommended items (N,) int64;
     ``info["final_obs"]`` is dense as in ``VirtualTaobaoVecEnv``. A step costs time in proportion
     to N x n_items (a score per slot and item); the scores are held a block at a time.
     """
@@ -325,15 +504,14 @@ class RatingVecEnv(gym.vector.VectorEnv):
         reward: str = "binary",
         device: str | torch.device = "cpu",
         users: np.ndarray | None = None,
+        candidates: str = "catalog",
+        state: str = "items",
     ) -> None:
-        self._core = RatingCore(num_envs, data, split, episode_length, state_size, reward, device, users)
+        spec = EpisodeSpec(split, episode_length, state_size, reward, candidates, state)
+        self._core = RatingCore(num_envs, data, spec, device, users)
         self.num_envs = self._core.num_envs
         dim = self._core.feature_dim
-        features = np.asarray(data.item_features, dtype=np.float32)
-        # Padding rows are zeros, so 0 is within the bounds of every coordinate.
-        low = np.tile(np.minimum(features.min(0), 0.0), state_size)
-        high = np.tile(np.maximum(features.max(0), 0.0), state_size)
-        self.single_observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.single_observation_space = _observation_space(data, state, state_size)
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -369,13 +547,13 @@ class RatingVecEnv(gym.vector.VectorEnv):
         core = self._core
         items, rewards, done = core.step(actions)
         obs = core.observation().cpu().numpy()
-        if done:
+        truncated = done.cpu().numpy()
+        if truncated.any():
             final_obs = obs
-            core.new_episodes()
+            core.new_episodes(done)
             obs = core.observation().cpu().numpy()
         else:
             final_obs = obs.copy()
-        truncated = np.full(self.num_envs, done)
         info = {"item": items.cpu().numpy(), "final_obs": final_obs, "_final_obs": truncated.copy()}
         return obs, rewards.cpu().numpy(), np.zeros(self.num_envs, dtype=np.bool_), truncated, info
 

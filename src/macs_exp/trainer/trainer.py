@@ -19,7 +19,7 @@ import torch
 from macs_exp.agents import Agent, Transitions
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.counting import CountingEnv, StepCounter
-from macs_exp.metrics import EpisodeStats, key_metric
+from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
 from macs_exp.schema import ConfigError
 from macs_exp.tracking import Tracker
 from macs_exp.trainer.augmenter import Augmenter, NoAugmentation
@@ -226,7 +226,8 @@ def evaluate(
     """Runs every user of ``env`` through exactly one episode with the deterministic policy.
 
     With ``ranking`` (the offline datasets), the items recommended to each user, ``info["item"]``
-    stacked into a (users, steps) array, are scored as well.
+    stacked into a (users, steps) array, are scored as well; a user whose episode ended early
+    (``env.candidates=rated``) has ``NOT_SHOWN`` after its end, not its next episode's items.
     """
     obs, _ = env.reset(seed=seed)
     n = env.num_envs
@@ -238,7 +239,7 @@ def evaluate(
         actions = agent.act(_tensor(obs), deterministic=True)
         obs, rewards, terminated, truncated, info = env.step(actions.cpu().numpy())
         if ranking is not None:
-            recommended.append(np.asarray(info["item"]))
+            recommended.append(np.where(active, info["item"], NOT_SHOWN))
         returns += rewards * active
         lengths += active
         active &= ~(terminated | truncated)
