@@ -98,9 +98,11 @@ def test_cli_rejects_bad_config_before_any_work(args: list[str], expected: str, 
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize(("key", "value"), [("candidates", "everything"), ("state", "lstm")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("candidates", "everything"), ("state", "lstm"), ("train_reward", "predicted")]
+)
 def test_rating_env_options_are_checked_naming_the_key(key: str, value: str) -> None:
     env = to_config(compose_config(["env=ml100k"])).env
-    assert (env.candidates, env.state) == ("catalog", "items")
+    assert (env.candidates, env.state, env.train_reward) == ("catalog", "items", "logged")
     with pytest.raises(ConfigError, match=rf"env\.{key}={value} is invalid: it must be one of"):
         to_config(compose_config(["env=ml100k", f"env.{key}={value}"]))

@@ -9,8 +9,12 @@ split is laid out the same way. Users and items are re-indexed densely from 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from macs_exp.data.reward_model import RatingModel
 
 SPLITS = ("train", "test")
 
@@ -40,6 +44,9 @@ class RatingData:
     # factors (training ratings only), then the user's training activity scaled to [0, 1]. Read by
     # the DRR state only; None in hand-made datasets that do not need it.
     user_features: np.ndarray | None = None
+    # The rating model of ``env.train_reward=model`` (``data.reward_model``), fitted on the training
+    # ratings; attached by ``load_rating_data`` only when that setting asks for it.
+    reward_model: RatingModel | None = None
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(indptr, items, ratings)`` CSR arrays of ``split``, one of :data:`SPLITS`."""

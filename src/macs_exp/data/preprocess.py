@@ -33,6 +33,7 @@ import torch
 from macs_exp.cache import atomic_write, content_key
 from macs_exp.data.dataset import RatingData
 from macs_exp.data.loaders import DataError, RatingSource, read_ratings, resolve_source
+from macs_exp.data.reward_model import model_cache_path, with_reward_model
 
 if TYPE_CHECKING:
     from macs_exp.data.config import DataConfig
@@ -59,14 +60,29 @@ _TABLE_KEYS = ("file", "sep", "user_col", "item_col", "rating_col", "timestamp_c
 
 
 def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig) -> RatingData:
-    """The preprocessed dataset ``env_cfg`` describes, from ``data_cfg.cache_dir`` if possible.
+    """The preprocessed dataset ``env_cfg`` describes, from ``data_cfg.cache_dir`` if possible,
+    with its reward model (cached beside it) when ``env.train_reward=model`` asks for one.
 
     ``data_cfg.split_seed`` drives the split of datasets without timestamps and the SVD's random
-    start, so it is part of the cache key.
+    start, so it is part of the cache key; it also draws the reward model's held-out ratings.
     """
     source = resolve_source(env_cfg)
     params = _cache_params(env_cfg, data_cfg, source)
     npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"
+    data = _cached_rating_data(env_cfg, data_cfg, source, params, npz_path)
+    if env_cfg.train_reward == "model":
+        return with_reward_model(data, model_cache_path(npz_path), int(data_cfg.split_seed))
+    return data
+
+
+def _cached_rating_data(
+    env_cfg: RatingEnvConfig,
+    data_cfg: DataConfig,
+    source: RatingSource,
+    params: dict[str, Any],
+    npz_path: Path,
+) -> RatingData:
+    """The dataset from its cache files at ``npz_path`` (and the .json beside it), else built and cached."""
     json_path = npz_path.with_suffix(".json")
     cached = _load_cache(npz_path, json_path, env_cfg.name)
     if cached is not None:

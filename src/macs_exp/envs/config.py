@@ -12,6 +12,8 @@ from macs_exp.schema import Rules, Schema
 # What a rating env may recommend, and what its state holds (docs/metrics.md, "The environment").
 CANDIDATES = ("catalog", "rated")
 STATES = ("items", "drr")
+# What a training episode earns on an item the user never rated (docs/metrics.md, "Modelled rewards").
+TRAIN_REWARDS = ("logged", "model")
 
 
 @dataclass
@@ -71,10 +73,14 @@ class RatingEnvConfig(EnvConfig):
     candidates: str = MISSING
     # items: the features of the last positives; drr: DRR-ave (user, mean of those, their product).
     state: str = MISSING
+    # logged: an item the user never rated earns 0; model: in training episodes it earns the
+    # prediction of a rating model fitted on the training ratings (evaluation stays logged).
+    train_reward: str = MISSING
 
     def rules(self) -> Rules:
         return {
             **super().rules(),
             "candidates": (self.candidates in CANDIDATES, f"one of {', '.join(CANDIDATES)}"),
             "state": (self.state in STATES, f"one of {', '.join(STATES)}"),
+            "train_reward": (self.train_reward in TRAIN_REWARDS, f"one of {', '.join(TRAIN_REWARDS)}"),
         }

@@ -46,6 +46,7 @@ def make_batched_env(
             reward=cfg.reward,
             candidates=cfg.candidates,
             state=cfg.state,
+            train_reward=cfg.train_reward,
             **cfg.kwargs,
         )
     elif spec.vector_entry_point is not None:

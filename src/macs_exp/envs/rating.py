@@ -8,7 +8,9 @@ ones: with ``candidates="catalog"`` any item the user has neither seen in the st
 nor been shown in this episode, with ``candidates="rated"`` only the not yet shown items the
 user rated in the split served (after the starting history), and the episode ends early when
 they run out. The reward is read from the user's ratings of the split the episode serves;
-unrated items earn 0.
+unrated items earn 0, except in training episodes under ``train_reward="model"``, where they
+earn what the data's rating model predicts (``data.reward_model``), and count as positives for
+the state when that prediction does.
 
 Train episodes start at a random chronological cut of a random user's training sequence, so
 everything rated after the cut is there to be found; test episodes start after the whole
@@ -35,7 +37,8 @@ from gymnasium.vector.utils import batch_space
 
 from macs_exp.data.dataset import SPLITS, RatingData
 from macs_exp.data.lookup import RatedPairs
-from macs_exp.envs.config import CANDIDATES, STATES
+from macs_exp.data.reward_model import RatingModel
+from macs_exp.envs.config import CANDIDATES, STATES, TRAIN_REWARDS
 
 log = logging.getLogger("macs_exp")
 
@@ -46,28 +49,40 @@ REWARDS = ("binary", "normalized_rating")
 SCORE_BLOCK = 1 << 22
 
 
-def _reward_values(ratings: np.ndarray, data: RatingData, reward: str) -> np.ndarray:
-    """Rewards of rated items, float64; an unrated item's reward is 0 under both schemes."""
-    ratings = np.asarray(ratings, dtype=np.float64)
+def _reward_values(ratings: torch.Tensor, data: RatingData, reward: str) -> torch.Tensor:
+    """Rewards of (logged or predicted) ratings, in their floating dtype; an unrated item's
+    reward is 0 under both schemes."""
     if reward == "binary":
-        return (ratings >= data.positive_threshold).astype(np.float64)
+        return (ratings >= data.positive_threshold).to(ratings.dtype)
     return (ratings - data.rating_min) / (data.rating_max - data.rating_min)
 
 
 class _RatingLookup:
-    """(user, item) -> (reward, positive) in one split, on the env's device (see ``RatedPairs``)."""
+    """(user, item) -> (reward, positive) in one split, on the env's device (see ``RatedPairs``);
+    with a ``model``, unrated pairs get the reward and positive of its predicted rating."""
 
-    def __init__(self, data: RatingData, split: str, reward: str, device: torch.device) -> None:
+    def __init__(
+        self, data: RatingData, split: str, reward: str, device: torch.device, model: RatingModel | None
+    ) -> None:
         pairs = RatedPairs.of(data, split)
         self._pairs = pairs.to(device)
-        self.rewards = torch.as_tensor(
-            _reward_values(pairs.ratings, data, reward), dtype=torch.float32, device=device
-        )
+        logged = torch.from_numpy(np.asarray(pairs.ratings, dtype=np.float64))
+        self.rewards = _reward_values(logged, data, reward).to(device, torch.float32)
         self.positive = torch.as_tensor(pairs.ratings >= data.positive_threshold, device=device)
+        self._data, self._reward = data, reward
+        self._model = None if model is None else model.to(device)
 
     def __call__(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index, found = self._pairs.find(users, items)
-        return torch.where(found, self.rewards[index], 0.0), found & self.positive[index]
+        rewards, positive = torch.where(found, self.rewards[index], 0.0), found & self.positive[index]
+        if self._model is None:
+            return rewards, positive
+        predicted = self._model.predict(users, items)
+        modelled = _reward_values(predicted, self._data, self._reward)
+        return (
+            torch.where(found, rewards, modelled),
+            torch.where(found, positive, predicted >= self._data.positive_threshold),
+        )
 
 
 def _row_argmax(scores: torch.Tensor) -> torch.Tensor:
@@ -121,6 +136,7 @@ class EpisodeSpec:
     reward: str = "binary"
     candidates: str = "catalog"
     state: str = "items"
+    train_reward: str = "logged"
 
 
 def _check_settings(data: RatingData, spec: EpisodeSpec) -> None:
@@ -130,6 +146,7 @@ def _check_settings(data: RatingData, spec: EpisodeSpec) -> None:
         ("reward", spec.reward, REWARDS),
         ("candidates", spec.candidates, CANDIDATES),
         ("state", spec.state, STATES),
+        ("train_reward", spec.train_reward, TRAIN_REWARDS),
     ):
         if value not in choices:
             raise ValueError(f"{key}={value!r} must be one of {choices}")
@@ -145,6 +162,11 @@ def _check_settings(data: RatingData, spec: EpisodeSpec) -> None:
         raise ValueError(
             f"{data.name}: state=drr needs user_features as wide as the item features (the preprocessed "
             "datasets have them); use state=items"
+        )
+    if spec.train_reward == "model" and data.reward_model is None:
+        raise ValueError(
+            f"{data.name}: train_reward=model needs data.reward_model, which load_rating_data attaches "
+            "when env.train_reward=model (or use train_reward=logged)"
         )
 
 
@@ -218,7 +240,9 @@ class RatingCore:
         self.device = torch.device(device)
         self.n_items = data.n_items
         self._load_items(data)
-        self._lookup = _RatingLookup(data, spec.split, spec.reward, self.device)
+        # The test split is always rewarded from its logged ratings alone.
+        model = data.reward_model if spec.train_reward == "model" and spec.split == "train" else None
+        self._lookup = _RatingLookup(data, spec.split, spec.reward, self.device, model)
         self._users_served = torch.as_tensor(users, device=self.device)
         self._plan_blocks(spec.state_size)
         self.generator = torch.Generator(self.device)
@@ -455,8 +479,8 @@ def _reward_bins(data: RatingData, reward: str) -> int:
     equal bins gives each value its own bin when rating levels are evenly spaced."""
     if reward == "binary":
         return 2
-    levels = np.unique(np.concatenate((data.train_ratings, data.test_ratings)))
-    return int(np.unique(np.append(_reward_values(levels, data, reward), 0.0)).size)
+    levels = np.unique(np.concatenate((data.train_ratings, data.test_ratings))).astype(np.float64)
+    return int(np.unique(np.append(_reward_values(torch.from_numpy(levels), data, reward).numpy(), 0.0)).size)
 
 
 def _observation_space(data: RatingData, state: str, state_size: int) -> gym.spaces.Box:
@@ -484,8 +508,9 @@ class RatingVecEnv(gym.vector.VectorEnv):
     with training ratings) and a random cut of the user's training sequence. ``split="test"``
     ties slot i to ``users[i]`` (default: every user with a test rating, in index order;
     ``num_envs=None`` takes them all, a smaller ``num_envs`` the first ones) and replays the same
-    user after each episode. ``candidates`` and ``state`` are as in ``RatingEnvConfig`` (under
-    ``rated``, slots end their episodes at different steps, each reset as it ends).
+    user after each episode. ``candidates``, ``state`` and ``train_reward`` are as in
+    ``RatingEnvConfig`` (under ``rated``, slots end their episodes at different steps, each reset
+    as it ends; ``train_reward="model"`` needs ``data.reward_model``).
     ``info["item"]`` holds the recommended items (N,) int64;
     ``info["final_obs"]`` is dense as in ``VirtualTaobaoVecEnv``. A step costs time in proportion
     to N x n_items (a score per slot and item); the scores are held a block at a time.
@@ -506,8 +531,9 @@ class RatingVecEnv(gym.vector.VectorEnv):
         users: np.ndarray | None = None,
         candidates: str = "catalog",
         state: str = "items",
+        train_reward: str = "logged",
     ) -> None:
-        spec = EpisodeSpec(split, episode_length, state_size, reward, candidates, state)
+        spec = EpisodeSpec(split, episode_length, state_size, reward, candidates, state, train_reward)
         self._core = RatingCore(num_envs, data, spec, device, users)
         self.num_envs = self._core.num_envs
         dim = self._core.feature_dim
