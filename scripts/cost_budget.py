@@ -2,7 +2,7 @@
 FINISHED MACS runs of an experiment, printed as one integer and nothing else.
 
     python scripts/cost_budget.py --experiment fig4 [--modes expert,joint] [--algo ddpg]
-        [--env ml100k] [--tracking-uri URI]
+        [--env ml100k] [--protocol rated] [--data-dir data/ml-100k] [--tracking-uri URI]
 
     python -m macs_exp -m +experiment=fig4 mode=baseline trainer.budget=env_steps \\
         trainer.total_steps=$(python scripts/cost_budget.py --experiment fig4)
@@ -32,11 +32,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--algo", default=None, help="only runs of this algo (default: every algo)")
     parser.add_argument("--env", default=None, help="only runs on this env (default: every env)")
+    parser.add_argument(
+        "--protocol",
+        default=None,
+        help="only runs of this env.candidates (runs without it count as catalog; default: every one)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="only runs with this env.data_dir (default: every folder)"
+    )
     args = parser.parse_args(argv)
 
     modes = [m for m in args.modes.split(",") if m]
     try:
-        budget = mean_env_steps(load_runs(client_for(args), args.experiment), modes, args.algo, args.env)
+        runs = load_runs(client_for(args), args.experiment)
+        budget = mean_env_steps(
+            runs, modes, args.algo, args.env, protocol=args.protocol, data_dir=args.data_dir
+        )
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -165,8 +165,11 @@ def test_markdown_shows_numbers_marks_and_holes(table: pd.DataFrame) -> None:
         for line in to_markdown(table).splitlines()
         if line.startswith("|")
     }
-    assert lines["Method"].startswith(
-        "| Method | ml100k Recall | ml100k Precision | ml100k Accuracy | synthetic Reward"
+    # ml100k's runs predate env.candidates, so they ran the catalog protocol, and the header says so;
+    # synthetic is no rating dataset and has no protocol.
+    assert lines["Method"] == (
+        "| Method | ml100k (catalog) Recall | ml100k (catalog) Precision | ml100k (catalog) Accuracy "
+        "| synthetic Reward | virtual_taobao CTR |"
     )
     assert "| 0.2000 ± 0.1000 (n=3) |" in lines["DDPG"]
     assert "| **0.4000 ± 0.1000** (n=3) +100.0% (p=0.070) |" in lines["DDPG-E"]
@@ -184,8 +187,8 @@ def test_latex_marks_and_escapes(table: pd.DataFrame) -> None:
     tex = to_latex(table)
     assert tex.startswith("\\begin{tabular}{lccccc}\n\\toprule\n")
     assert (
-        "\\multicolumn{3}{c}{ml100k} & \\multicolumn{1}{c}{synthetic} & \\multicolumn{1}{c}{virtual\\_taobao}"
-        in tex
+        "\\multicolumn{3}{c}{ml100k (catalog)} & \\multicolumn{1}{c}{synthetic} & "
+        "\\multicolumn{1}{c}{virtual\\_taobao}" in tex
     )
     assert "DDPG-E & \\textbf{0.4000 $\\pm$ 0.1000} &" in tex
     assert "2.00 $\\pm$ 1.00$^{*}$" in tex
@@ -351,7 +354,7 @@ def test_cost_columns_in_the_csv_and_none_without_cost_runs(
 ) -> None:
     paths = write_tables(cost_table[0], tmp_path, "cost", "Table I")
     csv = pd.read_csv(paths[1])
-    assert tuple(csv.columns[-4:]) == ("budget", "env_steps", "improvement_cost_pct", "p_value_cost")
+    assert tuple(csv.columns[15:19]) == ("budget", "env_steps", "improvement_cost_pct", "p_value_cost")
     assert csv.set_index("row").loc["DDPG (=cost)", "env_steps"] == 3000.0
     # Runs from before perf/env_steps: the markdown has no env_steps column and no =cost text.
     markdown = to_markdown(table)
@@ -405,3 +408,88 @@ def test_macs_runs_under_eq9_replay_are_a_row_of_their_own(mlflow_store: MlflowS
     eq9 = cell(table, "DDPG-J (eq9)", "synthetic", "eval/episode_reward")
     assert (eq9["mean"], eq9["n"], eq9["improvement_pct"]) == (7.5, 2, pytest.approx(3.0 / 4.5 * 100))
     assert cell(table, "DDPG-J", "synthetic", "eval/episode_reward")["mean"] == 5.5
+
+
+@pytest.fixture(scope="module")
+def protocol_runs() -> pd.DataFrame:
+    """DDPG on ml100k under both protocols from one folder, one run from before env.candidates
+    (counts as catalog), and rated runs from a second folder. Built in the shape ``load_runs``
+    returns (a param a run lacks is NaN) rather than through MLflow, which takes seconds."""
+    rows: list[dict[str, object]] = []
+
+    def run(mode: str, seed: int, recall: float, folder: str, protocol: str | None, steps: float) -> None:
+        params = {"seed": str(seed), "env.data_dir": folder}
+        if protocol is not None:
+            params["env.candidates"] = protocol
+        metrics = {**rating(recall), "perf/env_steps": steps}
+        start = pd.Timestamp(1_700_000_000_000 + len(rows), unit="ms", tz="UTC")
+        rows.append(
+            {"run_id": f"r{len(rows)}", "status": "FINISHED", "sweep_id": "", "algo": "ddpg", "mode": mode,
+             "env": "ml100k", "seed": seed, "start_time": start, "end_time": start,
+             **{f"metric:{k}": v for k, v in metrics.items()}, **{f"param:{k}": v for k, v in params.items()}}
+        )  # fmt: skip
+
+    data, other = "/data/ml-100k", "/scratch/ml-100k-v2"
+    run("baseline", 0, 0.1, data, "catalog", 100)
+    run("baseline", 1, 0.2, data, "catalog", 100)
+    run("baseline", 2, 0.3, data, None, 100)  # an older version's run: the catalog protocol
+    run("joint", 0, 0.4, data, "catalog", 300)
+    run("baseline", 0, 0.5, data, "rated", 200)
+    run("baseline", 1, 0.7, data, "rated", 200)
+    run("joint", 0, 0.6, data, "rated", 500)
+    run("baseline", 0, 0.9, other, "rated", 200)
+    return pd.DataFrame(rows)
+
+
+def column_cell(table: pd.DataFrame, row: str, column: str, metric: str = "test/recall") -> pd.Series:
+    found = table[(table["row"] == row) & (table["column"] == column) & (table["metric"] == metric)]
+    assert len(found) == 1, (row, column, metric)
+    return found.iloc[0]
+
+
+def test_protocols_and_data_folders_never_share_a_cell(protocol_runs: pd.DataFrame) -> None:
+    warnings: list[str] = []
+    table = build_table(protocol_runs, report=warnings.append)
+    assert warnings == []  # env.candidates and env.data_dir differ between columns, not within one
+    catalog = column_cell(table, "DDPG", "ml100k (catalog)")
+    assert (catalog["mean"], catalog["n"], catalog["expected"]) == (pytest.approx(0.2), 3, 3)
+    assert (catalog["protocol"], catalog["data_dir"]) == ("catalog", "/data/ml-100k")
+    rated = column_cell(table, "DDPG", "ml100k (rated, ml-100k)")
+    assert (rated["mean"], rated["n"], rated["expected"]) == (pytest.approx(0.6), 2, 2)
+    other = column_cell(table, "DDPG", "ml100k (rated, ml-100k-v2)")
+    assert (other["mean"], other["n"], other["expected"], other["data_dir"]) == (
+        0.9,
+        1,
+        1,
+        "/scratch/ml-100k-v2",
+    )
+    # Each -J cell is compared with the baseline of its own column.
+    assert column_cell(table, "DDPG-J", "ml100k (catalog)")["improvement_pct"] == pytest.approx(100.0)
+    assert column_cell(table, "DDPG-J", "ml100k (rated, ml-100k)")["improvement_pct"] == pytest.approx(0.0)
+    assert column_cell(table, "DDPG-J", "ml100k (rated, ml-100k-v2)")["status"] == "missing"
+    # Marks are per column: every column's DDPG-J or DDPG is best there.
+    assert column_cell(table, "DDPG", "ml100k (rated, ml-100k-v2)")["mark"] == "best"
+    assert column_cell(table, "DDPG-J", "ml100k (catalog)")["mark"] == "best"
+
+
+def test_headers_name_the_protocol_and_the_folder_when_there_are_several(protocol_runs: pd.DataFrame) -> None:
+    markdown = to_markdown(build_table(protocol_runs)).splitlines()
+    columns = ("ml100k (catalog)", "ml100k (rated, ml-100k)", "ml100k (rated, ml-100k-v2)")
+    metrics = [f"{c} {m}" for c in columns for m in ("Recall", "Precision", "Accuracy")]
+    assert markdown[2] == "| " + " | ".join(["Method", *metrics, *(f"{c} env_steps" for c in columns)]) + " |"
+    # One protocol and one folder in the experiment: the protocol is still named.
+    only_rated = protocol_runs[protocol_runs["param:env.candidates"] == "rated"]
+    only_rated = only_rated[only_rated["param:env.data_dir"] == "/data/ml-100k"]
+    header = to_markdown(build_table(only_rated)).splitlines()[2]
+    assert header.startswith("| Method | ml100k (rated) Recall | ml100k (rated) Precision |")
+    assert header.endswith("| ml100k (rated) Accuracy | ml100k (rated) env_steps |")
+
+
+def test_cost_budget_per_protocol_and_folder(protocol_runs: pd.DataFrame) -> None:
+    assert mean_env_steps(protocol_runs, ["joint"], env="ml100k") == 400
+    assert mean_env_steps(protocol_runs, ["joint"], env="ml100k", protocol="catalog") == 300
+    assert mean_env_steps(protocol_runs, ["joint"], protocol="rated", data_dir="/data/ml-100k") == 500
+    with pytest.raises(
+        LookupError, match=r"no FINISHED runs on ml100k under env\.candidates=rated from /scratch"
+    ):
+        mean_env_steps(protocol_runs, env="ml100k", protocol="rated", data_dir="/scratch/ml-100k-v2")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from macs_exp import plugins
+from macs_exp.envs.config import CANDIDATES
 from macs_exp.tracking.mlflow_tracker import default_tracking_uri, search_all
 from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
@@ -40,6 +41,14 @@ COST_SUFFIX = " (=cost)"
 # their budget is written "<budget>/<replay>" (e.g. user_steps/eq9), shown as "DDPG-J (eq9)".
 REPLAY_KEY = "macs.replay"
 DEFAULT_REPLAY = "algorithm2"
+# What a rating env may recommend (env.candidates): the offline protocol. Runs of rating envs from
+# before the param existed served the whole catalogue.
+PROTOCOL_KEY = "env.candidates"
+DEFAULT_PROTOCOL = "catalog"
+# Where a rating env read its dataset: runs of two folders are two datasets.
+DATA_DIR_KEY = "env.data_dir"
+# Logged only by runs on a rating dataset (the Table I metrics of the test split).
+RATING_METRIC = "test/precision"
 # Logged by every run in which pi_c exists (expert and joint), never by the others.
 MACS_MARKER_METRIC = "macs/stage2_runs"
 
@@ -183,6 +192,30 @@ def budgets(frame: pd.DataFrame) -> pd.Series:
     replay = frame[replay_column].fillna(DEFAULT_REPLAY).astype(str)
     other = frame[marker].notna() & (replay != DEFAULT_REPLAY)
     return budget.where(~other, budget + "/" + replay)
+
+
+def protocols(frame: pd.DataFrame) -> pd.Series:
+    """Each run's ``env.candidates``: ``catalog`` where a run of a rating env lacks the param (older
+    versions had no other protocol), ``""`` for the runs of envs that are no rating dataset."""
+    given = _param(frame, PROTOCOL_KEY)
+    rating = given.notna() | _param(frame, DATA_DIR_KEY).notna() | metric_column(frame, RATING_METRIC).notna()
+    rating_envs = set(frame.loc[rating, "env"])
+    return given.fillna(DEFAULT_PROTOCOL).astype(str).where(frame["env"].isin(rating_envs), "")
+
+
+def data_dirs(frame: pd.DataFrame) -> pd.Series:
+    """Each run's ``env.data_dir``, ``""`` where it has none (no rating env)."""
+    return _param(frame, DATA_DIR_KEY).fillna("").astype(str)
+
+
+def protocol_order(values: Iterable[str]) -> list[str]:
+    """The protocols present, in ``env.candidates``'s order (``""``, no protocol, first)."""
+    return ordered(values, ("", *CANDIDATES))
+
+
+def _param(frame: pd.DataFrame, key: str) -> pd.Series:
+    column = f"param:{key}"
+    return frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
 
 
 def budget_order(values: Iterable[str]) -> list[str]:

@@ -7,16 +7,21 @@ running or never started) instead of showing a number. Only the latest FINISHED 
 
 Runs trained under different ``trainer.budget`` are different experiments and never share a
 row: baselines bounded by env steps form the cost-matched row ``DDPG (=cost)``, which the -E/-J
-rows are tested against as well as against the plain ``DDPG``.
+rows are tested against as well as against the plain ``DDPG``. Likewise runs of another offline
+protocol (``env.candidates``) or data folder (``env.data_dir``) never share a column: each
+(env, protocol, folder) is a column of its own, headed e.g. ``ml100k (rated) Precision``; the
+protocol is named even when the experiment has only one, and a folder only when the env and
+protocol have several (by its last path component, e.g. ``ml100k (catalog, ml-100k-v2)``).
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -26,14 +31,18 @@ from macs_exp.reports.runs import (
     BUDGET_KEY,
     ENV_STEPS,
     ENV_STEPS_METRIC,
+    PROTOCOL_KEY,
     REPLAY_KEY,
     USER_STEPS,
     budget_order,
     budgets,
+    data_dirs,
     learning_algos,
     metric_column,
     mode_order,
     ordered,
+    protocol_order,
+    protocols,
     reference_algos,
     row_label,
 )
@@ -62,7 +71,13 @@ CSV_COLUMNS = (
     "env_steps",
     "improvement_cost_pct",
     "p_value_cost",
+    # The column a cell belongs to: its env.candidates ("" off rating envs), env.data_dir, header.
+    "protocol",
+    "data_dir",
+    "column",
 )
+# What a cell's runs share besides algo, mode and budget: its column's env, protocol and folder.
+COLUMN_KEYS = ("env", "protocol", "data_dir")
 # Params that differ between the runs of one cell by design: the seed, where a run is tracked
 # (tracking.run_name, ...), Hydra's own settings, and paths (a data or cache dir on another
 # machine). Any other difference means the cell averages different experiments.
@@ -99,10 +114,55 @@ def _metrics_for(runs: pd.DataFrame) -> tuple[Metric, ...]:
     return (REWARD,)
 
 
+@dataclass(frozen=True)
+class Column:
+    """One (env, protocol, data folder) of the table, and its header (without the metric)."""
+
+    env: str
+    protocol: str
+    data_dir: str
+    label: str
+
+    def select(self, frame: pd.DataFrame) -> pd.Series:
+        """Which rows of ``frame`` (runs, or their outcomes) belong to this column."""
+        return (
+            (frame["env"] == self.env)
+            & (frame["protocol"] == self.protocol)
+            & (frame["data_dir"] == self.data_dir)
+        )
+
+
+def _table_columns(frame: pd.DataFrame) -> list[Column]:
+    """The columns of the runs in ``frame``: envs in the paper's order, then protocols, then folders."""
+    columns = []
+    for env in ordered(frame["env"], ENV_ORDER):
+        env_runs = frame[frame["env"] == env]
+        for protocol in protocol_order(env_runs["protocol"]):
+            folders = sorted(set(env_runs.loc[env_runs["protocol"] == protocol, "data_dir"]))
+            names = _folder_names(folders)
+            for folder in folders:
+                parts = [part for part in (protocol, names[folder]) if part]
+                columns.append(
+                    Column(env, protocol, folder, env + (f" ({', '.join(parts)})" if parts else ""))
+                )
+    return columns
+
+
+def _folder_names(folders: Sequence[str]) -> dict[str, str]:
+    """How a header names each folder of one env and protocol: not at all when it is the only one,
+    else by its last path component, or its whole path where two folders share that component."""
+    if len(folders) < 2:
+        return dict.fromkeys(folders, "")
+    last = {folder: PurePosixPath(folder).name or folder for folder in folders}
+    shared = Counter(last.values())
+    return {folder: last[folder] if shared[last[folder]] == 1 else folder for folder in folders}
+
+
 def _latest_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (algo, mode, budget, env, seed) with its outcome: the latest FINISHED run if
-    there is one, else ``failed`` if any attempt failed or was killed, else ``running``."""
-    keys = ["algo", "mode", "budget", "env", "seed"]
+    """One row per (algo, mode, budget, env, protocol, data folder, seed) with its outcome: the
+    latest FINISHED run if there is one, else ``failed`` if any attempt failed or was killed,
+    else ``running``."""
+    keys = ["algo", "mode", "budget", *COLUMN_KEYS, "seed"]
     ordered = frame.sort_values(["start_time", "run_id"], na_position="first")
     finished = ordered[ordered["status"] == "FINISHED"].groupby(keys, sort=False).tail(1)
     finished = finished.assign(outcome="finished")
@@ -133,35 +193,33 @@ def _grid(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def build_table(frame: pd.DataFrame, report: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """One record per cell (row × env × metric) in table order: the ``CSV_COLUMNS`` and
+    """One record per cell (row × column × metric) in table order: the ``CSV_COLUMNS`` and
     ``values``, the per-seed numbers the t-tests need.
 
-    ``n`` counts the expected seeds (every seed seen in the env) whose latest FINISHED run
+    ``n`` counts the expected seeds (every seed seen in the column) whose latest FINISHED run
     logged the metric; ``failed`` and ``running`` count seeds without a FINISHED run. A seed
     in none of these is missing, including a finished run that never logged the metric.
-    ``report`` (default: stderr) gets one warning per row and env whose runs differ in config.
+    ``report`` (default: stderr) gets one warning per row and column whose runs differ in config.
     """
     warn = report or (lambda text: print(f"warning: {text}", file=sys.stderr))
-    frame = frame.assign(budget=budgets(frame))
+    frame = frame.assign(budget=budgets(frame), protocol=protocols(frame), data_dir=data_dirs(frame))
     outcomes = _latest_per_seed(frame)
     rows = _grid(frame)
     records = []
-    for env in ordered(frame["env"], ENV_ORDER):
-        env_runs = frame[frame["env"] == env]
-        expected = len(set(env_runs["seed"]))
-        metrics = _metrics_for(env_runs)
+    for column in _table_columns(frame):
+        expected = len(set(frame.loc[column.select(frame), "seed"]))
+        metrics = _metrics_for(frame[frame["env"] == column.env])
+        in_column = outcomes[column.select(outcomes)]
         for algo, mode, budget in rows:
-            seeds = outcomes[
-                (outcomes["algo"] == algo)
-                & (outcomes["mode"] == mode)
-                & (outcomes["budget"] == budget)
-                & (outcomes["env"] == env)
+            seeds = in_column[
+                (in_column["algo"] == algo) & (in_column["mode"] == mode) & (in_column["budget"] == budget)
             ]
             label = row_label(algo, mode, budget)
             differing = _differing_params(seeds[seeds["outcome"] == "finished"])
             if differing:
-                warn(f"{label} on {env} averages runs whose config differs: {differing}")
-            cell = {"row": label, "algo": algo, "mode": mode, "budget": budget, "env": env}
+                warn(f"{label} on {column.label} averages runs whose config differs: {differing}")
+            cell = {"row": label, "algo": algo, "mode": mode, "budget": budget, "env": column.env}
+            cell |= {"protocol": column.protocol, "data_dir": column.data_dir, "column": column.label}
             records += [{**cell, **_stats(seeds, metric, expected)} for metric in metrics]
     table = pd.DataFrame(records)
     table["mark"] = _marks(table)
@@ -194,13 +252,15 @@ def _stats(seeds: pd.DataFrame, metric: Metric, expected: int) -> dict[str, obje
 
 def _differing_params(runs: pd.DataFrame) -> str:
     """``key=value (k runs), value (k runs)`` for every config param, bookkeeping aside, whose
-    value differs between ``runs``; ``""`` when they all ran the same config."""
+    value differs between ``runs``; ``""`` when they all ran the same config. The keys a cell is
+    split by are skipped: within a cell they agree, up to how older runs spell a default (a
+    missing env.candidates is catalog)."""
     parts = []
     for column in sorted(c for c in runs.columns if c.startswith("param:")):
         key = column.removeprefix("param:")
         if (
             key in PER_RUN_PARAMS
-            or key in (BUDGET_KEY, REPLAY_KEY)
+            or key in (BUDGET_KEY, REPLAY_KEY, PROTOCOL_KEY)
             or key.startswith(PER_RUN_PREFIXES)
             or _is_path(key)
         ):
@@ -231,7 +291,7 @@ def _marks(table: pd.DataFrame) -> pd.Series:
     """Per column, ``best`` for the highest mean and ``second`` for the next one down (every
     metric here is higher-is-better); equal means share a mark."""
     marks = pd.Series("", index=table.index)
-    for _, cells in table[table["n"] > 0].groupby(["env", "metric"], sort=False):
+    for _, cells in table[table["n"] > 0].groupby(["column", "metric"], sort=False):
         means = cells["mean"]
         best = means.max()
         is_best = means.map(lambda m, b=best: math.isclose(m, b, rel_tol=1e-9, abs_tol=1e-12))
@@ -248,10 +308,10 @@ def _improvements(table: pd.DataFrame, budget: str) -> pd.DataFrame:
     """Each variant's change against its own algo's baseline of ``budget`` in the same column,
     with a Welch t-test so that a gain within seed noise is visible as such."""
     is_base = (table["mode"] == "baseline") & (table["budget"] == budget)
-    baseline = table[is_base].set_index(["algo", "env", "metric"])
+    baseline = table[is_base].set_index(["algo", "column", "metric"])
     out = pd.DataFrame(math.nan, index=table.index, columns=["improvement", "p"])
     for i, cell in table[(table["mode"] != "baseline") & (table["n"] > 0)].iterrows():
-        key = (cell["algo"], cell["env"], cell["metric"])
+        key = (cell["algo"], cell["column"], cell["metric"])
         if key not in baseline.index or baseline.loc[key, "n"] == 0:
             continue
         base = baseline.loc[key]
@@ -263,12 +323,13 @@ def _improvements(table: pd.DataFrame, budget: str) -> pd.DataFrame:
 
 
 def _columns(table: pd.DataFrame) -> list[tuple[str, Metric]]:
-    pairs = dict.fromkeys(zip(table["env"], table["metric"], strict=True))
-    return [(env, METRICS[key]) for env, key in pairs]
+    """(column header, metric) of every table column, in order."""
+    pairs = dict.fromkeys(zip(table["column"], table["metric"], strict=True))
+    return [(column, METRICS[key]) for column, key in pairs]
 
 
 def _cells(table: pd.DataFrame) -> dict[tuple[str, str, str], pd.Series]:
-    return {(c["row"], c["env"], c["metric"]): c for _, c in table.iterrows()}
+    return {(c["row"], c["column"], c["metric"]): c for _, c in table.iterrows()}
 
 
 def _fmt(x: float, decimals: int) -> str:
@@ -320,16 +381,16 @@ def _p_text(p: float) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str = "Table I") -> str:
-    """The table as markdown. Columns ``<env> env_steps`` (each row's mean final
-    ``perf/env_steps``) follow the metric columns, and only for envs whose runs logged it, so
+    """The table as markdown. Columns ``<column> env_steps`` (each row's mean final
+    ``perf/env_steps``) follow the metric columns, and only for columns whose runs logged it, so
     that a table of runs from before the trainer counted env steps reads as it always did."""
     columns = _columns(table)
     cells = _cells(table)
-    env_steps = table.groupby(["row", "env"], sort=False)["env_steps"].first()
+    env_steps = table.groupby(["row", "column"], sort=False)["env_steps"].first()
     cost_envs = [
-        env
-        for env in dict.fromkeys(table["env"])
-        if table.loc[table["env"] == env, "env_steps"].notna().any()
+        column
+        for column in dict.fromkeys(table["column"])
+        if table.loc[table["column"] == column, "env_steps"].notna().any()
     ]
     header = [
         "Method",
