@@ -166,3 +166,27 @@ def test_ml1m_file_with_model_rewards_loads_caches_and_steps(
     logged = to_config(compose_config(overrides))
     assert logged.env.train_reward == "logged"
     assert load_rating_data(logged.env, logged.data).reward_model is None
+
+
+def test_the_fit_script_prints_the_stats_a_run_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "reward_model_fit", REPO / "scripts" / "reward_model_fit.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["env=tiny_ratings", f"data.cache_dir={tmp_path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("=")[0] for line in lines] == [
+        "data.stats.model_baseline_rmse",
+        "data.stats.model_fit_ratings",
+        "data.stats.model_heldout_ratings",
+        "data.stats.model_rmse",
+    ]
+    assert script.main(["env=synthetic"]) == 2
