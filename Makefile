@@ -12,6 +12,8 @@ SWEEP = $(BIN)/python -m macs_exp -m hydra/launcher=joblib hydra.launcher.n_jobs
 # Table I reads each dataset from DATA_ROOT/<folder> (scripts/download_data.py NAME --dest DIR).
 DATA_ROOT ?= data
 TABLE1_DATASETS ?= ml100k ml1m bookcrossing douban_book
+# The offline protocols (env.candidates) Table I runs every dataset under; each is its own column.
+PROTOCOLS ?= catalog rated
 
 .PHONY: setup run test test-fast lint bench ui clean smoke table1 figures fig4 fig5 fig6
 
@@ -54,19 +56,23 @@ smoke: setup
 	$(BIN)/python scripts/table1.py --experiment smoke
 	$(BIN)/python scripts/plot_curves.py --experiment smoke --figure fig4
 
-# Table I: per dataset found under DATA_ROOT, the learning algos x baseline/-E/-J x 5 seeds, the
-# reference policies and baselines at that dataset's mean MACS simulator cost; then the table from every finished run (a failed job shows as a hole, and
-# makes the target fail after the table is written).
+# Table I: per dataset found under DATA_ROOT and per protocol of PROTOCOLS, the learning algos x
+# baseline/-E/-J x 5 seeds, the reference policies and baselines at the mean MACS simulator cost of
+# that dataset and protocol; then the table from every finished run (a failed job shows as a hole,
+# and makes the target fail after the table is written).
 table1: setup
 	@status=0; for ds in $(TABLE1_DATASETS); do \
 	  case $$ds in ml100k) dir=ml-100k;; ml1m) dir=ml-1m;; douban_book) dir=douban-book;; *) dir=$$ds;; esac; \
 	  if [ ! -d "$(DATA_ROOT)/$$dir" ]; then \
 	    echo "table1: skipping $$ds: $(DATA_ROOT)/$$dir not found (python scripts/download_data.py $$ds --dest $(DATA_ROOT)/$$dir)"; \
 	    continue; fi; \
-	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir $(ARGS) || status=1; \
-	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir algo=random,popular mode=baseline $(ARGS) || status=1; \
-	  cost=$$($(BIN)/python scripts/cost_budget.py --experiment table1 --env $$ds) && \
-	  $(SWEEP) +experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
+	  for p in $(PROTOCOLS); do \
+	    run="+experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir env.candidates=$$p"; \
+	    $(SWEEP) $$run $(ARGS) || status=1; \
+	    $(SWEEP) $$run algo=random,popular mode=baseline $(ARGS) || status=1; \
+	    cost=$$($(BIN)/python scripts/cost_budget.py --experiment table1 --env $$ds --protocol $$p --data-dir $(DATA_ROOT)/$$dir) && \
+	    $(SWEEP) $$run mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
+	  done; \
 	done; \
 	$(BIN)/python scripts/table1.py --experiment table1 && exit $$status
 
