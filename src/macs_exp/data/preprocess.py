@@ -9,6 +9,8 @@ The steps, in order (each documented where it happens):
 3. per-user split: each user's last ``test_fraction`` of ratings go to the test set;
 4. item and user features: a truncated SVD of the mean-centred training matrix, plus a popularity
    (activity) coordinate.
+5. only under ``env.train_reward=model``: the reward model of :mod:`macs_exp.data.reward_model`,
+   fitted on the training ratings and cached beside the dataset.
 
 A second run with the same file bytes and the same settings loads the result from
 ``data.cache_dir`` instead: about 10 ms on ML-1M, where steps 1-4 take about a second.
