@@ -27,7 +27,8 @@ SESSION_CALL = (
 )
 RATING_CALL = (
     "gym.make_vec('MACS/Rating-v0', num_envs=N, vectorization_mode='vector_entry_point', data=<RatingData>, "
-    "split='train', episode_length=10, state_size=10, reward='binary', device='cpu', users=None)"
+    "split='train', episode_length=10, state_size=10, reward='binary', device='cpu', users=None, "
+    "candidates='catalog', state='items', train_reward='logged')"
 )
 MESSAGES = {
     SYNTHETIC_ID: f"MACS/Synthetic-v0 is a batched (vector-only) env: use {SYNTHETIC_CALL}",
