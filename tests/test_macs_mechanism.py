@@ -20,6 +20,7 @@ from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.macs import Synthesizer
 from macs_exp.macs.ground_truth import Summary, measure, oracle_policy
+from macs_exp.paths import CONF_DIR
 from macs_exp.schema import ConfigError
 from macs_exp.trainer.run import run_experiment
 
@@ -172,7 +173,10 @@ def test_env_steps_are_counted_and_an_env_step_budget_bounds_them(tiny: list[str
 
 
 def test_rating_envs_declare_their_threshold_and_the_command_line_wins() -> None:
-    for env_name in ("ml100k", "ml1m", "bookcrossing", "douban_book", "tiny_ratings"):
+    for name in ("ml100k", "ml1m", "bookcrossing", "douban_book", "tiny_ratings"):
+        assert OmegaConf.load(CONF_DIR / "env" / f"{name}.yaml").metadata.threshold_frac == 0.0, name
+    # ... and composing reads it through macs.threshold_frac.
+    for env_name in ("ml100k",):
         assert compose_config([f"env={env_name}"]).macs.threshold_frac == 0.0, env_name
     assert compose_config(["env=virtual_taobao"]).macs.threshold_frac == 0.4
     assert compose_config(["env=ml100k", "macs.threshold_frac=0.3"]).macs.threshold_frac == 0.3

@@ -295,6 +295,7 @@ def test_aggregate_on_grid_interpolates_each_seed_within_its_own_range() -> None
     assert curves["std"].iloc[[0, 3]].isna().all()
 
 
+@pytest.mark.slow
 def test_fig4_on_env_steps(
     mlflow_store: MlflowStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

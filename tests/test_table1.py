@@ -387,6 +387,7 @@ def test_cost_budget_prints_one_integer_or_fails_cleanly(cost_store: MlflowStore
     assert none.stderr.startswith("error: no FINISHED sac runs") and none.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_macs_runs_under_eq9_replay_are_a_row_of_their_own(mlflow_store: MlflowStore) -> None:
     """-J under macs.replay=eq9 is another method than -J: never averaged with it, compared with
     the same baseline. A baseline run's macs.replay is irrelevant (no pi_c) and changes nothing."""
