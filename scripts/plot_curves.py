@@ -9,7 +9,8 @@ Fig. 6 (threshold epsilon_1), from the runs of an MLflow experiment.
 real steps, MACS's counterfactual queries and stage 2), so MACS is charged for its simulator
 calls; runs that never logged perf/env_steps are skipped with a note.
 
-Writes ``<out-dir>/<experiment>-<figure>-<env>.png`` per env and prints each path; unless
+Writes ``<out-dir>/<experiment>-<figure>-<env>.png`` per env (``...-env_steps.png`` with ``--x env_steps``)
+and prints each path; unless
 --no-log, logs them under ``figures/`` of the parent runs of the sweeps the plotted runs belong to.
 Exit status: 0 done, 2 nothing to plot (unknown experiment, metric or param missing).
 """

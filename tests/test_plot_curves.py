@@ -338,7 +338,7 @@ def test_fig4_on_env_steps(
         out_dir=tmp_path, x="env_steps", report=notes.append,
     )  # fmt: skip
     assert_png(written[0].path)
-    assert written[0].runs == 4
+    assert (written[0].path.name, written[0].runs) == ("fig4-fig4-virtual_taobao-env_steps.png", 4)
     assert notes == [
         f"virtual_taobao: skipped run {old} (ddpg/joint, seed 0): "
         "no perf/env_steps to put on the env-steps axis"

@@ -328,7 +328,10 @@ def write_figures(
             has_key = _with_env_steps(has_key, env, report)
             if has_key.empty:
                 continue
-        stem = "-".join(part for part in (experiment, figure, env) if part)
+        # Against simulator cost, a figure of its own beside the user-step one.
+        stem = "-".join(
+            part for part in (experiment, figure, env, "env_steps" if x == "env_steps" else "") if part
+        )
         path = Path(out_dir) / f"{stem}.png"
         title = f"{experiment} · {env}" if env else experiment
         _draw(client, has_key, key, sweep, x, path, title)
