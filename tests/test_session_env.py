@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from macs_exp.app import compose_config
 from macs_exp.envs.factory import make_batched_env
-from macs_exp.envs.session import SessionState, SessionVecEnv
+from macs_exp.envs.session import SessionVecEnv
+from macs_exp.envs.taste import UserState
 from macs_exp.trainer.run import run_experiment
 
 TAU = float(np.tanh(0.4))  # the taste of USER below: tanh(0.2 + mean(0.1, 0.3))
@@ -29,7 +30,7 @@ def small_env(num_envs: int = 1, **kwargs: Any) -> SessionVecEnv:
 def put(env: SessionVecEnv, obs: list[list[float]] | np.ndarray) -> None:
     """Sets the users' states to ``obs`` through the public restore, generator left as it is."""
     state = torch.tensor(np.asarray(obs), dtype=torch.float32).reshape(env.state.shape)
-    env.restore(SessionState(state, torch.zeros(env.num_envs, dtype=torch.long), env.generator.get_state()))
+    env.restore(UserState(state, torch.zeros(env.num_envs, dtype=torch.long), env.generator.get_state()))
 
 
 def step(env: SessionVecEnv, items: list[float]) -> tuple[np.ndarray, np.ndarray]:

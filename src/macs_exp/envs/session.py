@@ -46,7 +46,6 @@ the ``g`` components.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -54,14 +53,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from macs_exp.envs.taste import ITEMS_PER_PAGE, page_clicks, page_metadata
-
-
-@dataclass
-class SessionState:
-    state: torch.Tensor
-    steps: torch.Tensor
-    generator: torch.Tensor
+from macs_exp.envs.taste import ITEMS_PER_PAGE, UniformUsersVecEnv, page_clicks, page_metadata
 
 
 def _check_kwargs(rules: dict[str, tuple[bool, str, object]]) -> None:
@@ -71,7 +63,7 @@ def _check_kwargs(rules: dict[str, tuple[bool, str, object]]) -> None:
             raise ValueError(f"env.kwargs.{name} must be {requirement}, got {value!r}")
 
 
-class SessionVecEnv(gym.vector.VectorEnv):
+class SessionVecEnv(UniformUsersVecEnv):
     # An instance attribute in gymnasium: each env extends its own copy.
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
 
@@ -117,13 +109,8 @@ class SessionVecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.metadata = {**self.metadata, **page_metadata(np.arange(dim) >= item_dim * (1 + recent))}
-        self.generator = torch.Generator(device=self.device)
-        # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
-        # Seeding this generator alone leaves torch's global one (which the trainer seeds) alone.
-        self.generator.seed()
         # Blocks of the observation: row 0 is u, rows 1..m the window h, the rest the older g.
-        self.state = torch.zeros((num_envs, 1 + history, item_dim), device=self.device)
-        self.steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._init_users(num_envs, (1 + history, item_dim))
 
     def _taste(self, blocks: torch.Tensor) -> torch.Tensor:
         """tau = tanh(u + mean(h_1..h_m)) of states laid out as (..., 1 + w, d)."""
@@ -138,27 +125,6 @@ class SessionVecEnv(gym.vector.VectorEnv):
         as_engaged = torch.cat([user, item, window, kept], 1)
         as_skipped = torch.cat([user, window, item, kept], 1)
         return torch.where(engaged[:, None, None], as_engaged, as_skipped)
-
-    def _observations(self) -> np.ndarray:
-        return self.state.reshape(self.num_envs, -1).cpu().numpy().copy()
-
-    def _new_users(self, rows: torch.Tensor) -> None:
-        fresh = torch.rand(
-            (int(rows.sum()), *self.state.shape[1:]), generator=self.generator, device=self.device
-        )
-        self.state[rows] = 2 * fresh - 1
-        self.steps[rows] = 0
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        # Sets gymnasium's np_random bookkeeping only; the users are drawn from ``self.generator``,
-        # reseeded when a seed is given and otherwise continuing its stream, as the other envs do.
-        super().reset(seed=seed)
-        if seed is not None:
-            self.generator.manual_seed(int(seed))
-        self._new_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        return self._observations(), {}
 
     def step(
         self, actions: np.ndarray
@@ -181,11 +147,3 @@ class SessionVecEnv(gym.vector.VectorEnv):
         clicks, the reference a ground-truth study compares learned policies with."""
         blocks = torch.as_tensor(obs, dtype=torch.float32).reshape(*obs.shape[:-1], -1, self.item_dim)
         return self._taste(blocks).numpy()
-
-    def snapshot(self) -> SessionState:
-        return SessionState(self.state.clone(), self.steps.clone(), self.generator.get_state())
-
-    def restore(self, state: SessionState) -> None:
-        self.state.copy_(state.state)
-        self.steps.copy_(state.steps)
-        self.generator.set_state(state.generator)

@@ -11,7 +11,6 @@ on the trivial ones, so a perfect synthesis policy moves only trivial components
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -19,17 +18,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from macs_exp.envs.taste import page_clicks, page_metadata
+from macs_exp.envs.taste import UniformUsersVecEnv, page_clicks, page_metadata
 
 
-@dataclass
-class SyntheticState:
-    state: torch.Tensor
-    steps: torch.Tensor
-    generator: torch.Tensor
-
-
-class SyntheticVecEnv(gym.vector.VectorEnv):
+class SyntheticVecEnv(UniformUsersVecEnv):
     # An instance attribute in gymnasium: each env extends its own copy.
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
 
@@ -63,30 +55,7 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.metadata = {**self.metadata, **page_metadata(np.arange(dim) >= essential_dim)}
-        self.generator = torch.Generator(device=self.device)
-        # A fresh Generator has a fixed default seed; unseeded envs would all replay one stream.
-        # Seeding this generator alone leaves torch's global one (which the trainer seeds) alone.
-        self.generator.seed()
-        self.state = torch.zeros((num_envs, dim), device=self.device)
-        self.steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-
-    def _new_users(self, rows: torch.Tensor) -> None:
-        fresh = torch.rand(
-            (int(rows.sum()), self.state.shape[1]), generator=self.generator, device=self.device
-        )
-        self.state[rows] = 2 * fresh - 1
-        self.steps[rows] = 0
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        # Sets gymnasium's np_random bookkeeping only; the users are drawn from ``self.generator``,
-        # reseeded when a seed is given and otherwise continuing its stream, as the other envs do.
-        super().reset(seed=seed)
-        if seed is not None:
-            self.generator.manual_seed(int(seed))
-        self._new_users(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        return self.state.cpu().numpy().copy(), {}
+        self._init_users(num_envs, (dim,))
 
     def step(
         self, actions: np.ndarray
@@ -113,11 +82,3 @@ class SyntheticVecEnv(gym.vector.VectorEnv):
         actions = torch.zeros_like(state)
         actions[..., : self.essential_dim] = torch.tanh(state[..., : self.essential_dim])
         return actions.numpy()
-
-    def snapshot(self) -> SyntheticState:
-        return SyntheticState(self.state.clone(), self.steps.clone(), self.generator.get_state())
-
-    def restore(self, state: SyntheticState) -> None:
-        self.state.copy_(state.state)
-        self.steps.copy_(state.steps)
-        self.generator.set_state(state.generator)
