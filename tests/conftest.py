@@ -25,6 +25,20 @@ TINY = [
 ]
 
 
+# Small budgets that still run stage 2 (a zero threshold is reached once 3 episodes end).
+TINY_MACS = [
+    "macs.stage2_steps=40",
+    "macs.threshold_frac=0",
+    "macs.threshold_window=3",
+    "macs.algo.learning_starts=20",
+    "macs.algo.batch_size=16",
+    "macs.algo.buffer_size=10000",
+    "expert.total_steps=200",
+    "expert.algo.batch_size=32",
+    "expert.algo.buffer_size=10000",
+]
+
+
 def transitions(
     obs: torch.Tensor,
     actions: torch.Tensor,

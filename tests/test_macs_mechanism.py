@@ -13,6 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from conftest import TINY_MACS
 from macs_exp.agents import make_agent
 from macs_exp.app import compose_config
 from macs_exp.envs.base import env_info
@@ -26,16 +27,6 @@ from macs_exp.trainer.run import run_experiment
 
 # Stage 2 short enough for the fast tier, long enough that pi_c acts from its network.
 STAGE2 = ["env.num_envs=2", "macs.stage2_steps=80", "macs.algo.learning_starts=20", "macs.algo.batch_size=16"]
-TINY_MACS = [
-    "macs.stage2_steps=40",
-    "macs.threshold_window=3",
-    "macs.algo.learning_starts=20",
-    "macs.algo.batch_size=16",
-    "macs.algo.buffer_size=10000",
-    "expert.total_steps=200",
-    "expert.algo.batch_size=32",
-    "expert.algo.buffer_size=10000",
-]
 
 
 def state_sensitive_policy(obs_dim: int, act_dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -205,7 +196,7 @@ def test_a_joint_run_whose_stage2_never_ran_warns_is_tagged_and_equals_baseline(
     base = ["env=tiny_ratings", *tiny, *TINY_MACS]
     with caplog.at_level(logging.WARNING, logger="macs_exp"):
         joint = run_experiment(
-            compose_config(["mode=joint", "macs.threshold_frac=1", *base]), tmp_path / "joint"
+            compose_config(["mode=joint", *base, "macs.threshold_frac=1"]), tmp_path / "joint"
         )
     assert "stage 2 never ran" in caplog.text and "equals mode=baseline" in caplog.text
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")

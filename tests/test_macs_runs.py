@@ -8,21 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY_MACS
 from macs_exp.app import compose_config
 from macs_exp.trainer.run import run_experiment
 
-# Small budgets that still run stage 2 (a zero threshold is reached once 3 episodes end).
-TINY_MACS = [
-    "macs.stage2_steps=40",
-    "macs.threshold_frac=0",
-    "macs.threshold_window=3",
-    "macs.algo.learning_starts=20",
-    "macs.algo.batch_size=16",
-    "macs.algo.buffer_size=10000",
-    "expert.total_steps=200",
-    "expert.algo.batch_size=32",
-    "expert.algo.buffer_size=10000",
-]
 MACS_METRICS = {
     "cf/transitions",
     "cf/buffer_share",
