@@ -17,6 +17,7 @@ import gymnasium as gym
 import torch
 
 from macs_exp import plugins
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
 
 
@@ -28,7 +29,8 @@ class ReferenceConfig(AgentConfig):
 
 
 class ReferencePolicy:
-    """What both policies share: spaces, a seeded generator, trivial learning and checkpoints."""
+    """What both policies share: spaces, a seeded generator, trivial learning and checkpoints.
+    They act through the env's own argmax, so an item catalogue (``items``) is accepted and unused."""
 
     name: str
 
@@ -39,6 +41,7 @@ class ReferencePolicy:
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
         if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
             raise TypeError("reference policies need Box observation and action spaces")
@@ -128,8 +131,9 @@ class PopularPolicy(ReferencePolicy):
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
-        super().__init__(cfg, observation_space, action_space, device, seed)
+        super().__init__(cfg, observation_space, action_space, device, seed, items)
         self._action = torch.zeros(self.act_dim, device=self.device)
         self._action[-1] = 1.0
         if not ((self._low <= self._action) & (self._action <= self._high)).all():

@@ -37,6 +37,7 @@ from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
 from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.budget import Budget
+from macs_exp.trainer.catalogue import Catalogue
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.trainer import Ranking, Trainer
@@ -86,6 +87,7 @@ def _train(
     """Builds the envs, the agent, the mode's augmenter and the trainer, and trains."""
     env_cfg = config.env
     budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
+    catalogue = Catalogue()
     with ExitStack() as envs:
 
         def make_env(
@@ -94,6 +96,7 @@ def _train(
             """An env like the run's; ``counted`` ones (all but evaluation) are its cost."""
             made = make_batched_env(env_cfg, num_envs, str(device), data=data, split=split)
             envs.callback(made.close)
+            catalogue.add(made)
             return CountingEnv(made, budget.counter) if counted else made
 
         env = make_env()
@@ -105,8 +108,11 @@ def _train(
             else make_env(config.trainer.eval_episodes, counted=False)
         )
 
+        items = catalogue.item_space()
+
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
-            return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed)
+            space = env.single_observation_space
+            return make_agent(algo, space, env.single_action_space, device, seed, items)
 
         agent = agent_for(config.algo, config.seed)
         context = AugmenterContext(
