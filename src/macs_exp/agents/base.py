@@ -131,17 +131,19 @@ class OffPolicyAgent:
 
     # --- acting -------------------------------------------------------------------------
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         obs = obs.to(self.device, torch.float32)
-        return self._emit(obs, self._policy(obs, deterministic))
+        return self._emit(obs, self._policy(obs, deterministic), allowed)
 
-    def _emit(self, obs: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
+    def _emit(self, obs: torch.Tensor, scaled: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
         """The action the env gets for the policy's output ``scaled`` (network units): under knn,
-        the best nearby allowed item's own feature vector, bit for bit, so that the env shows it."""
+        the best nearby ``allowed`` item's own feature vector, bit for bit, so that the env shows it."""
         proto = self._act_center + self._act_scale * scaled
         if self.mapping is None:
             return proto
-        choice = self.mapping.best(self._values(self.critic), obs, proto, self.mapping.items.allowed(obs))
+        choice = self.mapping.best(self._values(self.critic), obs, proto, allowed)
         return self.mapping.features[choice.items]
 
     @staticmethod
@@ -163,16 +165,20 @@ class OffPolicyAgent:
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform actions over the action space until ``learning_starts`` user-steps have been
-        collected, then the exploring policy; counts the step towards the schedule."""
+        collected (under knn: uniform allowed items, not the untrained critic's pick, which would
+        leave items it happens to undervalue untried), then the exploring policy; counts the
+        step towards the schedule."""
         n = obs.shape[0]
         warming_up = self.schedule.warming_up()
         self.schedule.record(n)
-        if warming_up:
-            u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
-            return self._emit(obs.to(self.device, torch.float32), 2 * u - 1)
-        return self.act(obs)
+        if not warming_up:
+            return self.act(obs, allowed=allowed)
+        if self.mapping is not None:
+            return self.mapping.features[self.mapping.uniform(n, allowed, self.generator)]
+        u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
+        return self._act_center + self._act_scale * (2 * u - 1)
 
     def frozen_policy(self) -> Policy:
         """The current deterministic policy, unaffected by later updates (MACS stores one to

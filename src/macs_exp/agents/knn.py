@@ -54,6 +54,13 @@ class KnnMapping:
         top = scores.topk(self.k, dim=1)
         return top.indices, top.values > -torch.inf
 
+    def uniform(self, n: int, allowed: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """(n,) items drawn uniformly among each row's allowed ones (among all without a mask)."""
+        weights = torch.ones(n, self.features.shape[0], device=self.features.device)
+        if allowed is not None:
+            weights = weights * allowed.to(weights.device)
+        return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+
     def best(
         self, values: Values, obs: torch.Tensor, proto: torch.Tensor, allowed: torch.Tensor | None
     ) -> Choice:

@@ -30,7 +30,8 @@ class ReferenceConfig(AgentConfig):
 
 class ReferencePolicy:
     """What both policies share: spaces, a seeded generator, trivial learning and checkpoints.
-    They act through the env's own argmax, so an item catalogue (``items``) is accepted and unused."""
+        They act through the env's own argmax, so an item catalogue (``items``) and the ``allowed``
+    items are accepted and unused."""
 
     name: str
 
@@ -55,14 +56,16 @@ class ReferencePolicy:
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def random_actions(self, n: int) -> torch.Tensor:
         u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
         return self._low + (self._high - self._low) * u
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         return self.act(obs)
 
     def frozen_policy(self) -> Policy:
@@ -112,7 +115,9 @@ class RandomPolicy(ReferencePolicy):
 
     name = "random"
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.random_actions(obs.shape[0])
 
 
@@ -141,5 +146,7 @@ class PopularPolicy(ReferencePolicy):
                 "the popular policy needs the unit vector on the last axis inside the action space"
             )
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self._action.expand(obs.shape[0], self.act_dim).clone()

@@ -3,6 +3,10 @@
 Under ``action_mapping=knn`` the squashed Gaussian samples the proto-action and the critic then
 picks among its nearest items: the entropy bonus spreads the proto-actions (which widens the
 items that reach the candidate set), not the distribution over items, which is not modelled.
+The critic's target therefore leaves the bonus out: it learns the value of the items chosen,
+and the actor alone is regularised. With the bonus in (tried on the one-best-item test env of
+tests/test_knn.py), its high-variance, item-independent term swamped the items' rewards while
+the entropy coefficient was large, and SAC never chose the best item again after warm-up.
 """
 
 from __future__ import annotations
@@ -106,7 +110,10 @@ class SAC(OffPolicyAgent):
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(batch.next_obs, generator=self.generator)
             next_q = self._target_values(batch.next_obs, next_actions)
-            next_q = next_q - ent_coef * next_log_prob
+            if self.mapping is None:
+                # Under knn the bonus is left out: the item is a deterministic function of the
+                # proto-action, so log pi(proto) is not the item policy's entropy (module doc).
+                next_q = next_q - ent_coef * next_log_prob
             target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
 
         q = self.critic(batch.obs, batch.actions)

@@ -623,14 +623,8 @@ class RatingVecEnv(gym.vector.VectorEnv):
         whenever the current state allows it."""
         return self._core._features
 
-    def allowed_items(self, obs: torch.Tensor) -> torch.Tensor | None:
-        """(N, n_items) bool, the items each slot may be shown next, if ``obs`` is this env's
-        current observation; None if it is not (another env's, or a state since left)."""
-        if obs.shape[0] != self.num_envs:
-            return None
-        current = self._core.observation()
-        if obs.shape != current.shape or not torch.equal(obs.to(current.device, current.dtype), current):
-            return None
+    def allowed_items(self) -> torch.Tensor:
+        """(N, n_items) bool: the items each slot may be shown at its next step."""
         return self._core.allowed()
 
     def snapshot(self) -> RatingEnvState:

@@ -22,11 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp import plugins
-from macs_exp.agents import Agent, AgentConfig, make_agent
+from macs_exp.agents import Agent, AgentConfig, ItemSpace, make_agent
 from macs_exp.config import Config, to_config
 from macs_exp.data import load_rating_data
 from macs_exp.data.dataset import RatingData
-from macs_exp.envs.base import BatchedEnv
+from macs_exp.envs.base import BatchedEnv, ItemCatalogue
 from macs_exp.envs.config import RatingEnvConfig
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.envs.factory import make_batched_env
@@ -37,7 +37,6 @@ from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
 from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.budget import Budget
-from macs_exp.trainer.catalogue import Catalogue
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.trainer import Ranking, Trainer
@@ -87,7 +86,6 @@ def _train(
     """Builds the envs, the agent, the mode's augmenter and the trainer, and trains."""
     env_cfg = config.env
     budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
-    catalogue = Catalogue()
     with ExitStack() as envs:
 
         def make_env(
@@ -96,7 +94,6 @@ def _train(
             """An env like the run's; ``counted`` ones (all but evaluation) are its cost."""
             made = make_batched_env(env_cfg, num_envs, str(device), data=data, split=split)
             envs.callback(made.close)
-            catalogue.add(made)
             return CountingEnv(made, budget.counter) if counted else made
 
         env = make_env()
@@ -108,7 +105,8 @@ def _train(
             else make_env(config.trainer.eval_episodes, counted=False)
         )
 
-        items = catalogue.item_space()
+        # Agents that choose items themselves (algo.action_mapping=knn) get the env's catalogue.
+        items = ItemSpace(env.item_features()) if isinstance(env, ItemCatalogue) else None
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
             space = env.single_observation_space
