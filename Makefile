@@ -29,13 +29,19 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/python -m macs_exp $(ARGS)
 
+# The tests run in TEST_JOBS processes (pytest-xdist; 2 = the reference machine's cores, "auto" =
+# one per core, 0 = in this process, for pdb). Each test file stays in one process, so that its
+# module fixtures are built once. Caches under outputs/ are shared safely (locks, atomic writes).
+TEST_JOBS ?= 2
+PYTEST = $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (pyproject.toml): under 3 minutes on the 2-core machine.
 # The -m replaces pyproject's `-m 'not data'`, hence `not data` again.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not data" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not data" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

@@ -5,7 +5,6 @@ diagnostics, pi_c's checkpoint, and a joint run that never trained pi_c."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import TINY_MACS
-from macs_exp.agents import make_agent
+from macs_exp.agents import Policy, make_agent
 from macs_exp.app import compose_config
 from macs_exp.envs.base import env_info
 from macs_exp.envs.counting import CountingEnv, StepCounter
@@ -29,12 +28,12 @@ from macs_exp.trainer.run import run_experiment
 STAGE2 = ["env.num_envs=2", "macs.stage2_steps=80", "macs.algo.learning_starts=20", "macs.algo.batch_size=16"]
 
 
-def state_sensitive_policy(obs_dim: int, act_dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def state_sensitive_policy(obs_dim: int, act_dim: int) -> Policy:
     """A fixed policy that reacts to every state component (an untrained network barely does):
     tanh of a random linear map, the same for every pi_c."""
     weights = torch.randn(obs_dim, act_dim, generator=torch.Generator().manual_seed(99))
 
-    def policy(obs: torch.Tensor) -> torch.Tensor:
+    def policy(obs: torch.Tensor, *, allowed: torch.Tensor | None = None) -> torch.Tensor:
         return torch.tanh(obs @ weights)
 
     return policy
@@ -110,7 +109,9 @@ class FixedActions:
     def __init__(self, actions: torch.Tensor) -> None:
         self.actions = actions
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.actions.expand(obs.shape[0], -1)
 
 

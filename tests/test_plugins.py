@@ -84,12 +84,15 @@ class EpisodeLearner:
         self.observed_rows = 0
         self._due = 0
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # Item ids of a discrete env without a catalogue: ``allowed`` is always None here.
         if deterministic:
             return (obs[:, 0].long() % 3).clone()
         return torch.randint(3, (obs.shape[0],), generator=self.generator)
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         return self.act(obs)
 
     def observe(self, real: Transitions) -> None:

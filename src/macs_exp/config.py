@@ -21,7 +21,7 @@ from macs_exp import plugins
 from macs_exp.data.config import DataConfig
 from macs_exp.envs.config import EnvConfig, RatingEnvConfig
 from macs_exp.macs.config import ExpertConfig, MacsConfig
-from macs_exp.schema import Rules, Schema, check
+from macs_exp.schema import ConfigError, Rules, Schema, check
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.trainer.config import TrainerConfig
 
@@ -78,4 +78,22 @@ def to_config(cfg: DictConfig) -> Config:
             f"expected a config composed on the schema {Config.__name__}, got {type(config).__name__}"
         )
     check(config, "")
+    _check_action_mappings(config)
     return config
+
+
+def _check_action_mappings(config: Config) -> None:
+    """``action_mapping=knn`` picks among the env's items: only the rating envs have a catalogue
+    (the simulators keep ``argmax``). Checked for every agent a run may build."""
+    if isinstance(config.env, RatingEnvConfig):
+        return
+    for key, algo in (
+        ("algo", config.algo),
+        ("macs.algo", config.macs.algo),
+        ("expert.algo", config.expert.algo),
+    ):
+        if getattr(algo, "action_mapping", "argmax") == "knn":
+            raise ConfigError(
+                f"{key}.action_mapping=knn needs an item catalogue, which env={config.env.name} does not "
+                f"have (only the rating envs do): use {key}.action_mapping=argmax"
+            )

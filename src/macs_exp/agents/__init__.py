@@ -13,9 +13,10 @@ import torch
 
 from macs_exp import plugins
 from macs_exp.agents.base import DivergenceError
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Transitions
 
-__all__ = ["Agent", "AgentConfig", "DivergenceError", "Policy", "Transitions", "make_agent"]
+__all__ = ["Agent", "AgentConfig", "DivergenceError", "ItemSpace", "Policy", "Transitions", "make_agent"]
 
 
 def make_agent(
@@ -24,7 +25,10 @@ def make_agent(
     action_space: gym.Space[Any],
     device: torch.device | str,
     seed: int,
+    items: ItemSpace | None = None,
 ) -> Agent:
-    """The agent of the ``algo`` option ``cfg.name``, built from its typed config."""
-    agent: Agent = plugins.agent_plugin(cfg.name).factory(cfg, observation_space, action_space, device, seed)
+    """The agent of the ``algo`` option ``cfg.name``, built from its typed config. ``items`` is
+    the env's item catalogue, if it has one (``algo.action_mapping=knn`` needs it)."""
+    factory = plugins.agent_plugin(cfg.name).factory
+    agent: Agent = factory(cfg, observation_space, action_space, device, seed, items)
     return agent

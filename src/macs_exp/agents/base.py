@@ -3,6 +3,11 @@ buffer, SB3's update schedule, acting, learning and checkpoints.
 
 Subclasses define the networks, ``_policy`` and ``_train_step``. The networks and the buffer
 work in [-1, 1]; actions going in and out of the agent are in the env's units.
+
+``action_mapping=knn`` (Wolpertinger, ``macs_exp.agents.knn``) turns the policy's output into a
+proto-action: the agent acts with the feature vector of the best of its k nearest allowed items,
+so the buffer and the critic only ever see actions that exist. ``argmax`` passes the policy's
+output to the env unchanged.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ from torch import nn
 from torch.optim.adam import adam
 
 from macs_exp.agents.buffer import Batch, ReplayBuffer
+from macs_exp.agents.items import ItemSpace
+from macs_exp.agents.knn import KnnMapping, Values
+from macs_exp.agents.networks import QEnsemble
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
 from macs_exp.agents.schedule import UpdateSchedule
-from macs_exp.schema import Rules, check
+from macs_exp.schema import ConfigError, Rules, check
+
+ACTION_MAPPINGS = ("argmax", "knn")
 
 
 @dataclass
@@ -44,6 +54,10 @@ class OffPolicyConfig(AgentConfig):
     train_freq: int = MISSING
     gradient_steps: int = MISSING
     net_arch: list[int] = MISSING
+    # argmax: the policy's output is the action; knn: it is a proto-action mapped to the best of
+    # its knn_k nearest allowed items (needs an env with an item catalogue).
+    action_mapping: str = MISSING
+    knn_k: int = MISSING
 
     def rules(self) -> Rules:
         return {
@@ -57,6 +71,8 @@ class OffPolicyConfig(AgentConfig):
             "train_freq": (self.train_freq >= 1, "at least 1"),
             "gradient_steps": (self.gradient_steps >= 1 or self.gradient_steps == -1, "at least 1, or -1"),
             "net_arch": (all(w >= 1 for w in self.net_arch), "a list of positive layer widths"),
+            "action_mapping": (self.action_mapping in ACTION_MAPPINGS, f"one of {ACTION_MAPPINGS}"),
+            "knn_k": (self.knn_k >= 1, "at least 1"),
         }
 
 
@@ -69,6 +85,8 @@ class OffPolicyAgent:
 
     name: str
     actor: nn.Module
+    critic: QEnsemble
+    critic_target: QEnsemble
 
     def __init__(
         self,
@@ -77,6 +95,7 @@ class OffPolicyAgent:
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
         if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
             raise TypeError("these agents need Box observation and action spaces")
@@ -98,32 +117,77 @@ class OffPolicyAgent:
         self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.act_dim, self.device)
         self.schedule = UpdateSchedule(cfg.learning_starts, cfg.train_freq, cfg.gradient_steps)
         self.n_updates = 0
+        self.mapping = self._mapping(cfg, items)
+
+    def _mapping(self, cfg: OffPolicyConfig, items: ItemSpace | None) -> KnnMapping | None:
+        if cfg.action_mapping == "argmax":
+            return None
+        if items is None:
+            raise ConfigError(
+                "algo.action_mapping=knn needs an env with an item catalogue (env.id=MACS/Rating-v0); "
+                "this env has none: keep algo.action_mapping=argmax"
+            )
+        return KnnMapping(items, cfg.knn_k, self._act_center, self._act_scale)
 
     # --- acting -------------------------------------------------------------------------
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        scaled = self._policy(obs.to(self.device, torch.float32), deterministic)
-        return self._act_center + self._act_scale * scaled
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        obs = obs.to(self.device, torch.float32)
+        return self._emit(obs, self._policy(obs, deterministic), allowed)
+
+    def _emit(self, obs: torch.Tensor, scaled: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """The action the env gets for the policy's output ``scaled`` (network units): under knn,
+        the best nearby ``allowed`` item's own feature vector, bit for bit, so that the env shows it."""
+        proto = self._act_center + self._act_scale * scaled
+        if self.mapping is None:
+            return proto
+        choice = self.mapping.best(self._values(self.critic), obs, proto, allowed)
+        return self.mapping.features[choice.items]
+
+    @staticmethod
+    def _values(critic: QEnsemble) -> Values:
+        """The pessimistic value over the critic ensemble, as the targets use."""
+        return lambda obs, actions: critic(obs, actions).min(dim=0).values
+
+    def _target_values(self, next_obs: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
+        """The target critics' value of the next states (B,) under the target policy's
+        ``next_actions`` (network units). Under knn, Wolpertinger's target: the best of the k
+        items nearest to the proto-action, among all items (a replayed state's allowed items
+        are not stored, so already shown or seen items may be counted; see docs/macs.md)."""
+        values = self._values(self.critic_target)
+        if self.mapping is None:
+            return values(next_obs, next_actions)
+        proto = self._act_center + self._act_scale * next_actions
+        return self.mapping.best(values, next_obs, proto, None).values
 
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform actions over the action space until ``learning_starts`` user-steps have been
-        collected, then the exploring policy; counts the step towards the schedule."""
+        collected (under knn: uniform allowed items, not the untrained critic's pick, which would
+        leave items it happens to undervalue untried), then the exploring policy; counts the
+        step towards the schedule."""
         n = obs.shape[0]
         warming_up = self.schedule.warming_up()
         self.schedule.record(n)
-        if warming_up:
-            u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
-            return self._act_center + self._act_scale * (2 * u - 1)
-        return self.act(obs)
+        if not warming_up:
+            return self.act(obs, allowed=allowed)
+        if self.mapping is not None:
+            return self.mapping.features[self.mapping.uniform(n, allowed, self.generator)]
+        u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
+        return self._act_center + self._act_scale * (2 * u - 1)
 
     def frozen_policy(self) -> Policy:
         """The current deterministic policy, unaffected by later updates (MACS stores one to
-        build reward distributions). Copies the actor only, never the replay buffer."""
+        build reward distributions). Copies the actor (and under knn the critic that picks the
+        item), never the replay buffer."""
         frozen = copy.copy(self)
         frozen.actor = copy.deepcopy(self.actor).requires_grad_(False)
+        if self.mapping is not None:
+            frozen.critic = copy.deepcopy(self.critic).requires_grad_(False)
         return functools.partial(frozen.act, deterministic=True)
 
     # --- learning -----------------------------------------------------------------------

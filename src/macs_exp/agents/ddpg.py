@@ -13,6 +13,7 @@ import gymnasium as gym
 import torch
 
 from macs_exp import plugins
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.td3 import TD3, DDPGConfig, TD3Config
 
 
@@ -27,6 +28,7 @@ class DDPG(TD3):
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
         as_td3 = TD3Config(
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DDPGConfig)},
@@ -35,4 +37,4 @@ class DDPG(TD3):
             target_policy_noise=0.0,
             target_noise_clip=0.0,
         )
-        super().__init__(as_td3, observation_space, action_space, device, seed)
+        super().__init__(as_td3, observation_space, action_space, device, seed, items)

@@ -22,11 +22,16 @@ Units and call order, for each vector step of training (N users stepped together
 
 ``act(obs, deterministic=True)`` is the evaluation policy; ``frozen_policy()`` is a copy of it
 that later updates leave unchanged (MACS builds reward distributions against one).
+
+``allowed``, where a caller passes it to ``act``/``explore`` or a policy, is the ``(N, n_items)``
+bool mask of the items the env would show from the state ``obs`` was read from (only envs with
+an item catalogue have one, ``macs_exp.envs.base.allowed_items``). An agent that chooses items
+itself (``algo.action_mapping=knn``) chooses among them; every other agent ignores it. None
+means "not known": every item is allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -36,8 +41,12 @@ from omegaconf import MISSING
 
 from macs_exp.schema import Schema
 
-# A deterministic policy: a batch of observations to a batch of actions in the env's units.
-Policy = Callable[[torch.Tensor], torch.Tensor]
+
+class Policy(Protocol):
+    """A deterministic policy: a batch of observations to a batch of actions in the env's
+    units, among the ``allowed`` items where the env has a catalogue."""
+
+    def __call__(self, obs: torch.Tensor, *, allowed: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,11 @@ class AgentConfig(Schema):
 class Agent(Protocol):
     name: str
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor: ...
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def observe(self, real: Transitions) -> None: ...
 

@@ -17,6 +17,7 @@ import gymnasium as gym
 import torch
 
 from macs_exp import plugins
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
 
 
@@ -28,7 +29,9 @@ class ReferenceConfig(AgentConfig):
 
 
 class ReferencePolicy:
-    """What both policies share: spaces, a seeded generator, trivial learning and checkpoints."""
+    """What both policies share: spaces, a seeded generator, trivial learning and checkpoints.
+        They act through the env's own argmax, so an item catalogue (``items``) and the ``allowed``
+    items are accepted and unused."""
 
     name: str
 
@@ -39,6 +42,7 @@ class ReferencePolicy:
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
         if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
             raise TypeError("reference policies need Box observation and action spaces")
@@ -52,14 +56,16 @@ class ReferencePolicy:
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def random_actions(self, n: int) -> torch.Tensor:
         u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
         return self._low + (self._high - self._low) * u
 
-    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         return self.act(obs)
 
     def frozen_policy(self) -> Policy:
@@ -109,7 +115,9 @@ class RandomPolicy(ReferencePolicy):
 
     name = "random"
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.random_actions(obs.shape[0])
 
 
@@ -128,8 +136,9 @@ class PopularPolicy(ReferencePolicy):
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
-        super().__init__(cfg, observation_space, action_space, device, seed)
+        super().__init__(cfg, observation_space, action_space, device, seed, items)
         self._action = torch.zeros(self.act_dim, device=self.device)
         self._action[-1] = 1.0
         if not ((self._low <= self._action) & (self._action <= self._high)).all():
@@ -137,5 +146,7 @@ class PopularPolicy(ReferencePolicy):
                 "the popular policy needs the unit vector on the last axis inside the action space"
             )
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self._action.expand(obs.shape[0], self.act_dim).clone()

@@ -1,4 +1,13 @@
-"""SAC (Haarnoja et al., 2018) with a learned entropy coefficient, following SB3's choices."""
+"""SAC (Haarnoja et al., 2018) with a learned entropy coefficient, following SB3's choices.
+
+Under ``action_mapping=knn`` the squashed Gaussian samples the proto-action and the critic then
+picks among its nearest items: the entropy bonus spreads the proto-actions (which widens the
+items that reach the candidate set), not the distribution over items, which is not modelled.
+The critic's target therefore leaves the bonus out: it learns the value of the items chosen,
+and the actor alone is regularised. With the bonus in (tried on the one-best-item test env of
+tests/test_knn.py), its high-variance, item-independent term swamped the items' rewards while
+the entropy coefficient was large, and SAC never chose the best item again after warm-up.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ from omegaconf import MISSING
 from macs_exp import plugins
 from macs_exp.agents.base import Adam, OffPolicyAgent, OffPolicyConfig, SoftUpdate
 from macs_exp.agents.buffer import Batch
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.networks import QEnsemble, SquashedGaussianActor
 from macs_exp.schema import Rules
 
@@ -56,8 +66,9 @@ class SAC(OffPolicyAgent):
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
-        super().__init__(cfg, observation_space, action_space, device, seed)
+        super().__init__(cfg, observation_space, action_space, device, seed, items)
         self.actor = SquashedGaussianActor(
             self.obs_dim, self.act_dim, cfg.net_arch, cfg.log_std_min, cfg.log_std_max
         ).to(self.device)
@@ -98,8 +109,11 @@ class SAC(OffPolicyAgent):
 
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(batch.next_obs, generator=self.generator)
-            next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
-            next_q = next_q - ent_coef * next_log_prob
+            next_q = self._target_values(batch.next_obs, next_actions)
+            if self.mapping is None:
+                # Under knn the bonus is left out: the item is a deterministic function of the
+                # proto-action, so log pi(proto) is not the item policy's entropy (module doc).
+                next_q = next_q - ent_coef * next_log_prob
             target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
 
         q = self.critic(batch.obs, batch.actions)

@@ -13,6 +13,7 @@ from omegaconf import MISSING
 from macs_exp import plugins
 from macs_exp.agents.base import Adam, OffPolicyAgent, OffPolicyConfig, SoftUpdate
 from macs_exp.agents.buffer import Batch
+from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.networks import DeterministicActor, QEnsemble
 from macs_exp.schema import Rules
 
@@ -57,8 +58,9 @@ class TD3(OffPolicyAgent):
         action_space: gym.Space[Any],
         device: torch.device | str,
         seed: int,
+        items: ItemSpace | None = None,
     ) -> None:
-        super().__init__(cfg, observation_space, action_space, device, seed)
+        super().__init__(cfg, observation_space, action_space, device, seed, items)
         self.actor = DeterministicActor(self.obs_dim, self.act_dim, cfg.net_arch).to(self.device)
         self.critic = QEnsemble(self.obs_dim, self.act_dim, cfg.net_arch, cfg.n_critics).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
@@ -85,7 +87,7 @@ class TD3(OffPolicyAgent):
                 noise = torch.randn(next_actions.shape, generator=self.generator, device=self.device)
                 noise = (cfg.target_policy_noise * noise).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
                 next_actions = (next_actions + noise).clamp(-1.0, 1.0)
-            next_q = self.critic_target(batch.next_obs, next_actions).min(dim=0).values
+            next_q = self._target_values(batch.next_obs, next_actions)
             target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
 
         q = self.critic(batch.obs, batch.actions)

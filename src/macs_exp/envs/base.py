@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 @runtime_checkable
@@ -42,6 +43,25 @@ class BatchedEnv(Protocol):
     def restore(self, state: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ItemCatalogue(Protocol):
+    """An env whose actions choose among a finite set of items (the rating env): what an agent
+    that chooses items itself (``algo.action_mapping=knn``) needs to know of it."""
+
+    def item_features(self) -> torch.Tensor:
+        """(n_items, act_dim) float32: passing row i as an action shows item i if it is allowed."""
+        ...
+
+    def allowed_items(self) -> torch.Tensor:
+        """(N, n_items) bool: the items each slot may be shown at its next step."""
+        ...
+
+
+def allowed_items(env: BatchedEnv) -> torch.Tensor | None:
+    """The items ``env`` would show from its current state, or None if it has no catalogue."""
+    return env.allowed_items() if isinstance(env, ItemCatalogue) else None
 
 
 @dataclass(frozen=True)

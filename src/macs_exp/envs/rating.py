@@ -10,7 +10,9 @@ user rated in the split served (after the starting history), and the episode end
 they run out. The reward is read from the user's ratings of the split the episode serves;
 unrated items earn 0, except in training episodes under ``train_reward="model"``, where they
 earn what the data's rating model predicts (``data.reward_model``), and count as positives for
-the state when that prediction does.
+the state when that prediction does. One exception to the argmax: an action that is, bit for
+bit, an allowed item's own feature vector shows that item (how a knn agent names the item it
+chose; an item's features need not score highest against themselves, as they are not normalised).
 
 Train episodes start at a random chronological cut of a random user's training sequence, so
 everything rated after the cut is there to be found; test episodes start after the whole
@@ -240,6 +242,7 @@ class RatingCore:
         self.device = torch.device(device)
         self.n_items = data.n_items
         self._load_items(data)
+        self._item_of = _feature_index(self._features)
         # The test split is always rewarded from its logged ratings alone.
         model = data.reward_model if spec.train_reward == "model" and spec.split == "train" else None
         self._lookup = _RatingLookup(data, spec.split, spec.reward, self.device, model)
@@ -411,25 +414,51 @@ class RatingCore:
 
     def _recommend_from_catalog(self, a: torch.Tensor) -> torch.Tensor:
         t = self.step_count
+        exact = self._exact_items(a)
         for (lo, hi), history in zip(self._blocks, self._history, strict=True):
             scores = a[lo:hi] @ self._features.T
             scores.index_put_(history, self._excluded)
             if t:
                 shown = (self._row_grid[: hi - lo, :t], self.recommended[lo:hi, :t])
                 scores.index_put_(shown, self._excluded)
-            self.recommended[lo:hi, t] = _row_argmax(scores).to(self.device)
+            picks = _row_argmax(scores).to(self.device)
+            exact_allowed = (exact[lo:hi] >= 0) & (
+                scores.gather(1, exact[lo:hi, None].clamp(min=0))[:, 0] > -torch.inf
+            )
+            self.recommended[lo:hi, t] = torch.where(exact_allowed, exact[lo:hi], picks)
         return self.recommended[:, t].clone()
 
     def _recommend_from_candidates(self, a: torch.Tensor, rated: RatedCandidates) -> torch.Tensor:
         picks = torch.empty(self.num_envs, dtype=torch.int64, device=self.device)
+        exact = self._exact_items(a)
         for lo, hi in self._blocks:
             scores = (a[lo:hi] @ self._features.T).gather(1, rated.items[lo:hi])
             scores.masked_fill_(~rated.available[lo:hi], self._excluded)
-            picks[lo:hi] = _row_argmax(scores).to(self.device)
+            hit = (rated.items[lo:hi] == exact[lo:hi, None]) & rated.available[lo:hi]
+            argmax = _row_argmax(scores).to(self.device)
+            picks[lo:hi] = torch.where(hit.any(1), hit.to(torch.uint8).argmax(1), argmax)
         items = rated.items[self._rows, picks]
         rated.available[self._rows, picks] = False
         self.recommended[self._rows, rated.shown] = items
         return items
+
+    def _exact_items(self, a: torch.Tensor) -> torch.Tensor:
+        """(N,) the item whose feature vector each action is, bit for bit, or -1."""
+        rows = a.cpu().numpy()
+        return torch.tensor([self._item_of.get(row.tobytes(), -1) for row in rows], device=self.device)
+
+    def allowed(self) -> torch.Tensor:
+        """(N, n_items) bool: the items each slot may be shown at its next step."""
+        n, dev = self.num_envs, self.device
+        if self.rated is not None:
+            mask = torch.zeros(n, self.n_items + 1, dtype=torch.bool, device=dev)
+            mask.scatter_(1, torch.where(self.rated.available, self.rated.items, self.n_items), True)
+            return mask[:, :-1]
+        mask = torch.ones(n, self.n_items, dtype=torch.bool, device=dev)
+        for (lo, _), (rows, items) in zip(self._blocks, self._history, strict=True):
+            mask[lo + rows, items] = False
+        mask.scatter_(1, self.recommended[:, : self.step_count], False)
+        return mask
 
     def observation(self) -> torch.Tensor:
         """(N, obs_dim) float32, a new tensor on every call: the window's features, or under
@@ -472,6 +501,12 @@ class RatingCore:
         self.generator.set_state(state.rng_state)
         self._history = state.history
         self.rated = None if state.rated is None else state.rated.clone()
+
+
+def _feature_index(features: torch.Tensor) -> dict[bytes, int]:
+    """Each item's feature vector (its float32 bytes) to the item; the first of equal ones."""
+    rows = features.cpu().numpy()
+    return {rows[i].tobytes(): i for i in reversed(range(len(rows)))}
 
 
 def _reward_bins(data: RatingData, reward: str) -> int:
@@ -582,6 +617,15 @@ class RatingVecEnv(gym.vector.VectorEnv):
             final_obs = obs.copy()
         info = {"item": items.cpu().numpy(), "final_obs": final_obs, "_final_obs": truncated.copy()}
         return obs, rewards.cpu().numpy(), np.zeros(self.num_envs, dtype=np.bool_), truncated, info
+
+    def item_features(self) -> torch.Tensor:
+        """(n_items, feature_dim) float32: each item as an action; passing row i shows item i
+        whenever the current state allows it."""
+        return self._core._features
+
+    def allowed_items(self) -> torch.Tensor:
+        """(N, n_items) bool: the items each slot may be shown at its next step."""
+        return self._core.allowed()
 
     def snapshot(self) -> RatingEnvState:
         return self._core.snapshot()

@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -48,7 +49,7 @@ class ExpertCheckpoint:
 def expert_key(cfg: DictConfig) -> str:
     determining = {
         "format": CACHE_FORMAT,
-        "algo": OmegaConf.to_container(cfg.expert.algo, resolve=True),
+        "algo": _algo_key(cfg.expert.algo),
         "total_steps": cfg.expert.total_steps,
         "seed": cfg.expert.seed,
         "env": OmegaConf.to_container(cfg.env, resolve=True),
@@ -57,6 +58,15 @@ def expert_key(cfg: DictConfig) -> str:
         "eval": {k: cfg.trainer[k] for k in ("eval_every", "eval_episodes", "eval_seed")},
     }
     return content_key(determining, 16)
+
+
+def _algo_key(algo: DictConfig) -> Any:
+    """The expert's algo settings; the action-mapping keys only when they change anything
+    (``knn``), so that experts cached before the keys existed are found again."""
+    params = OmegaConf.to_container(algo, resolve=True)
+    if isinstance(params, dict) and params.get("action_mapping") == "argmax":
+        return {k: v for k, v in params.items() if k not in ("action_mapping", "knn_k")}
+    return params
 
 
 def expert_config(cfg: DictConfig) -> DictConfig:

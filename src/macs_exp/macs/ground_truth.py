@@ -10,13 +10,13 @@ docs/macs.md ("Where MACS can learn") reports the numbers.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from macs_exp.agents import make_agent
+from macs_exp.agents import Policy, make_agent
 from macs_exp.envs.base import BatchedEnv, env_info
 from macs_exp.envs.config import EnvConfig
 from macs_exp.envs.factory import make_batched_env
@@ -44,13 +44,14 @@ class GroundTruth:
         return self.after - self.before
 
 
-def oracle_policy(env: BatchedEnv) -> Callable[[torch.Tensor], torch.Tensor]:
+def oracle_policy(env: BatchedEnv) -> Policy:
     """The env's reward-maximising action as a fixed policy (the expert of the study)."""
     oracle = getattr(env, "oracle_actions", None)
     if oracle is None:
         raise ValueError(f"{type(env).__name__} has no oracle_actions: the ground-truth study needs one")
 
-    def policy(obs: torch.Tensor) -> torch.Tensor:
+    def policy(obs: torch.Tensor, *, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        # The ground-truth simulators have no item catalogue: ``allowed`` is always None.
         return torch.from_numpy(oracle(obs.cpu().numpy()))
 
     return policy

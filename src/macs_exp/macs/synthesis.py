@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from macs_exp.agents import Agent, Policy, Transitions
-from macs_exp.envs.base import BatchedEnv, EnvInfo
+from macs_exp.envs.base import BatchedEnv, EnvInfo, allowed_items
 from macs_exp.macs.config import MacsConfig
 from macs_exp.macs.kl import reward_kl, scale_rewards, synthesis_reward
 
@@ -126,7 +126,7 @@ class Synthesizer:
         )
         if not drawn.any():
             return Counterfactuals(obs, torch.zeros(n), drawn)
-        intervention = self.agent.act(obs, deterministic=True)
+        intervention = self.agent.act(obs, deterministic=True, allowed=allowed_items(env))
         s_c, r_c, terminated, truncated = intervene(env, intervention.cpu().numpy(), actions.cpu().numpy())
         return Counterfactuals(_tensor(s_c), _tensor(r_c), drawn & ~torch.from_numpy(terminated | truncated))
 
@@ -207,8 +207,9 @@ class Synthesizer:
         there (``eq9``)."""
         assert self._obs is not None
         obs_t = _tensor(self._obs)
-        a = policy(obs_t).cpu()
-        a_prime = self.agent.explore(obs_t).cpu()
+        allowed = allowed_items(self.env)
+        a = policy(obs_t, allowed=allowed).cpu()
+        a_prime = self.agent.explore(obs_t, allowed).cpu()
         response = self._response(policy, a)
         s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), response)
         self._obs, r, *_ = self.env.step(a.numpy())
@@ -229,7 +230,8 @@ class Synthesizer:
             return a.numpy()
 
         def own_choice(s_prime: np.ndarray) -> np.ndarray:
-            return policy(_tensor(s_prime)).cpu().numpy()
+            # Called with the env at s'_n, whose allowed items are then its current ones.
+            return policy(_tensor(s_prime), allowed=allowed_items(self.env)).cpu().numpy()
 
         return own_choice
 
@@ -273,7 +275,7 @@ class Synthesizer:
         put on the components that by design do not affect rewards, pooled over the batch."""
         assert self.info.trivial_mask is not None
         obs_t = _tensor(obs)
-        intervention = self.agent.act(obs_t, deterministic=True).cpu().numpy()
+        intervention = self.agent.act(obs_t, deterministic=True, allowed=allowed_items(env)).cpu().numpy()
         s_c, *_ = intervene(env, intervention, intervention)
         change = (torch.from_numpy(s_c) - obs_t).square()
         trivial = change[:, torch.from_numpy(self.info.trivial_mask)].sum()

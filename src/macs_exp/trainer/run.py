@@ -22,11 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp import plugins
-from macs_exp.agents import Agent, AgentConfig, make_agent
+from macs_exp.agents import Agent, AgentConfig, ItemSpace, make_agent
 from macs_exp.config import Config, to_config
 from macs_exp.data import load_rating_data
 from macs_exp.data.dataset import RatingData
-from macs_exp.envs.base import BatchedEnv
+from macs_exp.envs.base import BatchedEnv, ItemCatalogue
 from macs_exp.envs.config import RatingEnvConfig
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.envs.factory import make_batched_env
@@ -105,8 +105,12 @@ def _train(
             else make_env(config.trainer.eval_episodes, counted=False)
         )
 
+        # Agents that choose items themselves (algo.action_mapping=knn) get the env's catalogue.
+        items = ItemSpace(env.item_features()) if isinstance(env, ItemCatalogue) else None
+
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
-            return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed)
+            space = env.single_observation_space
+            return make_agent(algo, space, env.single_action_space, device, seed, items)
 
         agent = agent_for(config.algo, config.seed)
         context = AugmenterContext(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from macs_exp.agents import Agent, Transitions
-from macs_exp.envs.base import BatchedEnv
+from macs_exp.envs.base import BatchedEnv, allowed_items
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
 from macs_exp.schema import ConfigError
@@ -150,7 +150,7 @@ class Trainer:
         """One vector step: act, let the augmenter look before and after, hand everything to
         the agent, and close the episodes that ended."""
         env, n = self.env, self.env.num_envs
-        actions = self.agent.explore(loop.obs)
+        actions = self.agent.explore(loop.obs, allowed_items(env))
         self.augmenter.before_step(env, loop.obs, actions)
         next_np, rewards_np, terminated_np, truncated_np, info = env.step(actions.cpu().numpy())
         done_np = terminated_np | truncated_np
@@ -236,7 +236,7 @@ def evaluate(
     lengths = np.zeros(n, dtype=np.int64)
     recommended: list[np.ndarray] = []
     while active.any():
-        actions = agent.act(_tensor(obs), deterministic=True)
+        actions = agent.act(_tensor(obs), deterministic=True, allowed=allowed_items(env))
         obs, rewards, terminated, truncated, info = env.step(actions.cpu().numpy())
         if ranking is not None:
             recommended.append(np.where(active, info["item"], NOT_SHOWN))
