@@ -3,7 +3,6 @@ metric history of the same run left alone."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path

@@ -50,6 +50,14 @@ class Config(Schema):
         }
 
 
+@dataclass
+class EvalConfig(Config):
+    """``python -m macs_exp.evaluate``'s config (conf/evaluate.yaml): the main app's, plus the
+    saved agent to evaluate."""
+
+    checkpoint: str = MISSING
+
+
 def register_schemas() -> None:
     """Exposes the schemas to the YAML defaults lists as ``/schema/<group>/<name>``.
 
@@ -58,6 +66,7 @@ def register_schemas() -> None:
     plugins.discover()
     cs = ConfigStore.instance()
     cs.store(group="schema", name="config", node=Config)
+    cs.store(group="schema", name="evaluate", node=EvalConfig)
     for group, table in (("algo", plugins.AGENTS), ("mode", plugins.MODES)):
         for name, plugin in table.items():
             cs.store(group=f"schema/{group}", name=name, node=plugin.schema)

@@ -35,6 +35,12 @@ log = logging.getLogger("macs_exp")
 # Bump when a change to the code makes old cached experts invalid.
 CACHE_FORMAT = 1
 
+# A cache entry <cache_dir>/<key>/: the expert, what made it (the MLflow run_id, its best
+# evaluation) and the output folder of the baseline run that trained it.
+EXPERT_FILE = "expert.pt"
+META_FILE = "meta.json"
+RUN_DIR = "run"
+
 
 @dataclass
 class ExpertCheckpoint:
@@ -98,7 +104,7 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
         return ExpertCheckpoint(path, None, cached=False)
     key = expert_key(cfg)
     folder = Path(cfg.expert.cache_dir) / key
-    checkpoint, meta = folder / "expert.pt", folder / "meta.json"
+    checkpoint, meta = folder / EXPERT_FILE, folder / META_FILE
     with file_lock(Path(cfg.expert.cache_dir) / f"{key}.lock"):
         if checkpoint.is_file() and meta.is_file():
             entry = json.loads(meta.read_text())
@@ -112,7 +118,7 @@ def obtain_expert(cfg: DictConfig, parent_run_id: str | None, train_run: TrainRu
             cfg.expert.total_steps,
             folder,
         )
-        run_dir = folder / "run"
+        run_dir = folder / RUN_DIR
         tags = {"role": ROLE_EXPERT, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
         result = train_run(expert_config(cfg), run_dir, tags=tags)
         best = run_dir / "best_agent.pt"

@@ -1,5 +1,6 @@
 """The values of the ``role`` tag, which says what an MLflow run is for: written by the
-composition root, the expert cache and the sweeps, read by every report."""
+composition root, the expert cache, the sweeps and the evaluation of saved agents, read by
+every report."""
 
 # A training job: the runs tables and figures are made of.
 ROLE_RUN = "run"
@@ -7,3 +8,5 @@ ROLE_RUN = "run"
 ROLE_EXPERT = "expert"
 # A sweep's parent run.
 ROLE_SWEEP = "sweep"
+# A saved agent evaluated again (``macs_exp.evaluate``), tagged trained_by_run_id.
+ROLE_EVAL = "eval"

@@ -9,6 +9,7 @@ plug-in registry, so it has no branch on an algorithm or a mode.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -45,6 +46,12 @@ from macs_exp.trainer.trainer import Ranking, Trainer
 
 log = logging.getLogger("macs_exp")
 
+# What a run leaves in its output folder besides its checkpoints: its resolved config, and the
+# MLflow run that recorded it (null with tracking.enabled=false), which links a later
+# evaluation of its checkpoints (``macs_exp.evaluate``) back to it.
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+
 
 def run_experiment(
     cfg: DictConfig, output_dir: str | Path, *, tags: Mapping[str, str] | None = None
@@ -54,7 +61,7 @@ def run_experiment(
     it is for reports. Bad values raise ``ConfigError`` before any work (and before a run opens).
     With ``trainer.resume`` it continues a stopped run, in that run's folder and MLflow run."""
     config = to_config(cfg)
-    device = _device(config.device)
+    device = torch_device(config.device)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     resume = find_checkpoint(config.trainer.resume, Path(output_dir), config.tracking)
     if resume is not None:
@@ -62,9 +69,9 @@ def run_experiment(
         check_resumable(resume, config_yaml)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(config_yaml)
+    (output_dir / CONFIG_FILE).write_text(config_yaml)
     # Data problems (a missing file, a malformed row) surface here, before a run is opened.
-    data = _rating_data(config)
+    data = rating_data(config)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = flatten({str(k): v for k, v in resolved.items()} if isinstance(resolved, dict) else {})
     if data is not None:
@@ -75,6 +82,7 @@ def run_experiment(
         all_tags["resumed_from_step"] = str(resume.steps)
     run_id = resume.run_id if resume is not None else None
     with tracked_run(config.tracking, params, all_tags, config_yaml, run_id) as tracker:
+        (output_dir / RUN_FILE).write_text(json.dumps({"run_id": tracker.run_id}) + "\n")
         progress = Progress(config.trainer.progress, config.trainer.total_steps, title)
         checkpointing = Checkpointing(
             output_dir / CHECKPOINT_FILE,
@@ -108,29 +116,19 @@ def _train(
     budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
     with ExitStack() as envs:
 
-        def make_env(
-            num_envs: int | None = env_cfg.num_envs, split: str = "train", counted: bool = True
-        ) -> BatchedEnv:
-            """An env like the run's; ``counted`` ones (all but evaluation) are its cost."""
-            made = make_batched_env(env_cfg, num_envs, str(device), data=data, split=split)
+        def make_env() -> BatchedEnv:
+            """An env like the run's, whose steps are its cost (as all but the evaluation's are)."""
+            made = make_batched_env(env_cfg, env_cfg.num_envs, str(device), data=data)
             envs.callback(made.close)
-            return CountingEnv(made, budget.counter) if counted else made
+            return CountingEnv(made, budget.counter)
 
         env = make_env()
-        # Offline datasets evaluate every test user on the test split; simulators draw
-        # trainer.eval_episodes users from the evaluation stream.
-        eval_env = (
-            make_env(None, "test", counted=False)
-            if data is not None
-            else make_env(config.trainer.eval_episodes, counted=False)
-        )
-
-        # Agents that choose items themselves (algo.action_mapping=knn) get the env's catalogue.
-        items = ItemSpace(env.item_features()) if isinstance(env, ItemCatalogue) else None
+        eval_env, ranking = evaluation_env(config, device, data)
+        envs.callback(eval_env.close)
+        items = item_space(env)
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
-            space = env.single_observation_space
-            return make_agent(algo, space, env.single_action_space, device, seed, items)
+            return agent_for_env(algo, env, device, seed, items)
 
         agent = agent_for(config.algo, config.seed)
         context = AugmenterContext(
@@ -155,7 +153,7 @@ def _train(
             checkpoint_dir=output_dir,
             augmenter=plugins.mode_plugin(config.mode.name).factory(context),
             progress=progress,
-            ranking=None if data is None else _ranking(eval_env, data),
+            ranking=ranking,
             budget=budget,
             checkpointing=checkpointing,
         )
@@ -195,6 +193,32 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     }
 
 
+def evaluation_env(
+    config: Config, device: torch.device, data: RatingData | None
+) -> tuple[BatchedEnv, Ranking | None]:
+    """The env a run's agent is evaluated in and, on the offline datasets, the ranking that
+    scores it (Table I). Shared by the training loop and ``macs_exp.evaluate``, so that a saved
+    agent meets the users it met in training: every test user of the test split offline,
+    trainer.eval_episodes users of the evaluation stream on a simulator. Its steps are no cost
+    of the run; the caller closes it."""
+    if data is None:
+        return make_batched_env(config.env, config.trainer.eval_episodes, str(device)), None
+    eval_env = make_batched_env(config.env, None, str(device), data=data, split="test")
+    return eval_env, _ranking(eval_env, data)
+
+
+def item_space(env: BatchedEnv) -> ItemSpace | None:
+    """The env's catalogue, for agents that choose items themselves (algo.action_mapping=knn)."""
+    return ItemSpace(env.item_features()) if isinstance(env, ItemCatalogue) else None
+
+
+def agent_for_env(
+    algo: AgentConfig, env: BatchedEnv, device: torch.device, seed: int, items: ItemSpace | None
+) -> Agent:
+    """An agent of ``algo`` for ``env``'s spaces, given ``items``, the env's ``item_space``."""
+    return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed, items)
+
+
 def _ranking(eval_env: BatchedEnv, data: RatingData) -> Ranking:
     """The Table I metrics of what the test split's slots (one per test user) were shown."""
     if not isinstance(eval_env, RatingVecEnv):
@@ -204,13 +228,14 @@ def _ranking(eval_env: BatchedEnv, data: RatingData) -> Ranking:
     return functools.partial(ranking_metrics, users=eval_env.users, data=data)
 
 
-def _rating_data(config: Config) -> RatingData | None:
+def rating_data(config: Config) -> RatingData | None:
+    """The preprocessed dataset of a rating env (None for the simulators)."""
     if not isinstance(config.env, RatingEnvConfig):
         return None
     return load_rating_data(config.env, config.data)
 
 
-def _device(name: str) -> torch.device:
+def torch_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
