@@ -3,10 +3,15 @@ metric history of the same run left alone."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -14,9 +19,11 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO, TINY, TINY_MACS
 from macs_exp.app import compose_config
 from macs_exp.schema import ResumeError
-from macs_exp.trainer.checkpoint import CHECKPOINT_FILE
+from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, pack, unpack
 from macs_exp.trainer.run import run_experiment
 
+# On PYTHONPATH, it turns a sweep into a preempted SLURM job (see its docstring).
+PREEMPT = REPO / "tests" / "fixtures" / "preempt"
 # Wall-clock metrics, which no two runs share.
 TIMED = ("perf/steps_per_s", "perf/stage2_s")
 
@@ -51,12 +58,22 @@ main()
 """
 
 
-def overrides(mode: str, tmp_path: Path) -> list[str]:
+# The rating env under its candidate protocol with knn items, for recommender and pi_c alike:
+# its snapshots hold the episodes' candidates, its agents the item catalogue.
+RATED = [
+    "env=tiny_ratings",
+    "env.candidates=rated",
+    "algo.action_mapping=knn",
+    "macs.algo.action_mapping=knn",
+]
+
+
+def overrides(mode: str, tmp_path: Path, env: list[str] | None = None) -> list[str]:
     return [
         *TINY,
         *TINY_MACS,
         f"mode={mode}",
-        "env=virtual_taobao",
+        *(env or ["env=virtual_taobao"]),
         "trainer.checkpoint_every=200",
         f"tracking.dir={tmp_path / 'outputs'}",
         f"expert.cache_dir={tmp_path / 'experts'}",
@@ -90,21 +107,24 @@ def runs_by_dir(client: MlflowClient, folder: Path):
     ]
 
 
-def reference(mode: str, tmp_path: Path) -> dict[str, list[tuple[int, float]]]:
+def reference(mode: str, tmp_path: Path, env: list[str] | None) -> dict[str, list[tuple[int, float]]]:
     """The history of the run never stopped."""
-    result = run_experiment(compose_config(overrides(mode, tmp_path)), tmp_path / "reference")
+    result = run_experiment(compose_config(overrides(mode, tmp_path, env)), tmp_path / "reference")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     assert result.run_id is not None
     return histories(client, result.run_id)
 
 
-def kill_and_resume(mode: str, tmp_path: Path, kill: tuple[str, int, str]) -> tuple[MlflowClient, str]:
+def kill_and_resume(
+    mode: str, tmp_path: Path, kill: tuple[str, int, str], env: list[str] | None, by_run_id: bool
+) -> tuple[MlflowClient, str]:
     folder = tmp_path / "stopped"
-    args = [*overrides(mode, tmp_path), f"hydra.run.dir={folder}"]
+    args = [*overrides(mode, tmp_path, env), f"hydra.run.dir={folder}"]
     stopped = launch(args, kill)
     assert stopped.returncode != 0, stopped.stderr[-2000:]
     assert (folder / CHECKPOINT_FILE).is_file(), stopped.stderr[-2000:]
-    resumed = launch([*args[:-1], f"hydra.run.dir={tmp_path / 'resume'}", f"trainer.resume={folder}"])
+    target = torch.load(folder / CHECKPOINT_FILE, weights_only=True)["run_id"] if by_run_id else folder
+    resumed = launch([*args[:-1], f"hydra.run.dir={tmp_path / 'resume'}", f"trainer.resume={target}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (run,) = runs_by_dir(client, folder)
@@ -114,24 +134,26 @@ def kill_and_resume(mode: str, tmp_path: Path, kill: tuple[str, int, str]) -> tu
 
 
 @pytest.mark.parametrize(
-    ("mode", "kill"),
+    ("mode", "kill", "env", "by_run_id"),
     [
         # SIGKILL after the checkpoint at 200 and the metrics logged at 300, which the resumed run
         # logs again.
-        ("baseline", ("step", 350, "SIGKILL")),
-        pytest.param("expert", ("step", 350, "SIGKILL"), marks=pytest.mark.slow),
+        ("baseline", ("step", 350, "SIGKILL"), None, False),
+        pytest.param("expert", ("step", 350, "SIGKILL"), None, True, marks=pytest.mark.slow),
         # In joint mode, inside the third stage 2 (four windows each; the third starts after
         # the checkpoint at 200).
-        pytest.param("joint", ("stage2", 10, "SIGKILL"), marks=pytest.mark.slow),
+        pytest.param("joint", ("stage2", 10, "SIGKILL"), None, False, marks=pytest.mark.slow),
         # SIGTERM: the run writes a checkpoint at the end of its step and stops.
-        pytest.param("joint", ("step", 330, "SIGTERM"), marks=pytest.mark.slow),
+        pytest.param("joint", ("step", 330, "SIGTERM"), None, False, marks=pytest.mark.slow),
+        pytest.param("joint", ("step", 350, "SIGKILL"), RATED, False, marks=pytest.mark.slow),
+        pytest.param("random_mask", ("step", 350, "SIGKILL"), None, True, marks=pytest.mark.slow),
     ],
 )
 def test_killed_and_resumed_run_has_the_uninterrupted_history(
-    mode: str, kill: tuple[str, int, str], tmp_path: Path
+    mode: str, kill: tuple[str, int, str], env: list[str] | None, by_run_id: bool, tmp_path: Path
 ) -> None:
-    expected = reference(mode, tmp_path)
-    client, run_id = kill_and_resume(mode, tmp_path, kill)
+    expected = reference(mode, tmp_path, env)
+    client, run_id = kill_and_resume(mode, tmp_path, kill, env, by_run_id)
     assert histories(client, run_id) == expected
     if kill[0] == "stage2":
         assert expected["macs/stage2_runs"][-1][1] >= 3, "the kill must fall in a later stage 2"
@@ -161,3 +183,98 @@ def test_resume_refuses_another_config_naming_the_keys(tmp_path: Path) -> None:
     changes = str(err.value).split(". Resume with")[0]
     assert "total_steps" not in changes, "the budget may change"
     assert "trainer.total_steps=400" in str(err.value), "the run's own overrides, to copy"
+
+
+@pytest.mark.slow
+def test_auto_resumes_a_folder_with_a_checkpoint_and_starts_afresh_elsewhere(tmp_path: Path) -> None:
+    """``trainer.resume=auto`` (a requeued job rerun in its own folder) continues that folder's
+    run; in a folder without a checkpoint it is a fresh start."""
+    folder = tmp_path / "job"
+    args = [*overrides("baseline", tmp_path), "trainer.resume=auto", f"hydra.run.dir={folder}"]
+    assert launch(args, ("step", 250, "SIGTERM")).returncode != 0
+    stopped_id = torch.load(folder / CHECKPOINT_FILE, weights_only=True)["run_id"]
+    result = run_experiment(compose_config(args[:-1]), folder)
+    assert result.run_id == stopped_id
+    fresh = run_experiment(compose_config(args[:-1]), tmp_path / "other")
+    assert fresh.run_id != stopped_id and fresh.steps == 400
+
+
+def test_a_finished_run_has_nothing_to_resume(tmp_path: Path) -> None:
+    args = overrides("baseline", tmp_path)
+    run_experiment(compose_config(args), tmp_path / "done")
+    with pytest.raises(ResumeError, match="finished"):
+        run_experiment(compose_config([*args, f"trainer.resume={tmp_path / 'done'}"]), tmp_path / "again")
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_job_resumes_when_relaunched(tmp_path: Path) -> None:
+    """What a SLURM requeue does, without SLURM: the sweep's process is told to exit (submitit's
+    SIGUSR2 handler, after requeueing), which stops the job's run at a checkpoint (SIGTERM to its
+    child); the same job launched again in its folder (``trainer.resume=auto``, the default)
+    continues that run and ends with the uninterrupted history."""
+    expected = reference("baseline", tmp_path, None)
+    sweep = [
+        sys.executable,
+        "-m",
+        "macs_exp",
+        "-m",
+        *overrides("baseline", tmp_path),
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    preempt = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PREEMPT), os.environ.get("PYTHONPATH", "")])}
+    stopped = subprocess.run(
+        sweep,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**preempt, "MACS_TEST_PREEMPT_AT": "250"},
+    )
+    assert stopped.returncode != 0
+    (job,) = (tmp_path / "sweep").glob("0_*")
+    assert torch.load(job / CHECKPOINT_FILE, weights_only=True)["loop"]["steps"] == 250
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (run,) = runs_by_dir(client, job)
+    assert run.info.status == "KILLED"
+    relaunched = subprocess.run(sweep, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert relaunched.returncode == 0, relaunched.stderr[-3000:]
+    (run,) = runs_by_dir(client, job)
+    assert run.info.status == "FINISHED"
+    assert histories(client, run.info.run_id) == expected
+
+
+class _Pool(NamedTuple):
+    rows: torch.Tensor
+    counts: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _EnvState:
+    users: torch.Tensor
+    scores: np.ndarray
+    step: int
+    pool: _Pool
+    rated: _Pool | None
+    blocks: tuple[torch.Tensor, ...]
+
+
+def test_pack_and_unpack_round_trip_an_env_state_through_a_weights_only_file(tmp_path: Path) -> None:
+    state = _EnvState(
+        torch.arange(3),
+        np.array([0.5, 1.5], dtype=np.float32),
+        7,
+        _Pool(torch.ones(2, 2), torch.zeros(2, dtype=torch.long)),
+        None,
+        (torch.tensor([1]), torch.tensor([2, 3])),
+    )
+    torch.save(pack(state), tmp_path / "state.pt")
+    template = dataclasses.replace(state, users=torch.zeros(3, dtype=torch.long), step=0)
+    restored = unpack(template, torch.load(tmp_path / "state.pt", weights_only=True))
+    assert isinstance(restored, _EnvState) and isinstance(restored.pool, _Pool)
+    assert isinstance(restored.scores, np.ndarray) and restored.scores.dtype == np.float32
+    assert restored.step == 7 and restored.rated is None and isinstance(restored.blocks, tuple)
+    assert torch.equal(restored.users, state.users)
+    assert all(torch.equal(a, b) for a, b in zip(restored.blocks, state.blocks, strict=True))
+    assert np.array_equal(restored.scores, state.scores) and torch.equal(restored.pool.rows, state.pool.rows)
+    with pytest.raises(TypeError, match="object cannot be saved"):
+        pack({"env": object()})

@@ -105,11 +105,14 @@ class _Loop:
     steps: int = 0
 
     def state(self) -> dict[str, Any]:
-        return pack({k: getattr(self, k) for k in self.__dataclass_fields__})
+        return pack(self._fields())
 
     def load_state(self, state: dict[str, Any]) -> None:
-        for key, value in unpack(self.state(), state).items():
+        for key, value in unpack(self._fields(), state).items():
             setattr(self, key, value)
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 class Trainer:
