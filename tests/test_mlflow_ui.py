@@ -1,5 +1,5 @@
-"""What the MLflow UI is given to compare runs with: a model-training experiment and runs named
-after what they train."""
+"""What the MLflow UI is given to compare runs with: a model-training experiment, runs named after
+what they train, the best evaluation (``best/*``) and curves that start at the untrained policy."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import run_experiment
 
 KIND = "mlflow.experimentKind"
+EVAL_METRICS = ("eval/ctr", "eval/episode_reward", "eval/episode_length", "eval/episodes")
 
 
 def _tracking(store: MlflowStore, experiment: str) -> TrackingConfig:
@@ -64,6 +65,31 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, An
 def test_a_run_is_named_after_what_it_trains(tiny_run: tuple[MlflowClient, Any]) -> None:
     _, run = tiny_run
     assert run.info.run_name == "td3-baseline-virtual_taobao-s1"
+
+
+def test_every_evaluation_curve_starts_at_the_untrained_policy(tiny_run: tuple[MlflowClient, Any]) -> None:
+    client, run = tiny_run
+    for name in EVAL_METRICS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 200, 400], name
+
+
+def test_best_holds_the_best_evaluation_and_its_step(tiny_run: tuple[MlflowClient, Any]) -> None:
+    client, run = tiny_run
+    run_id, metrics = run.info.run_id, run.data.metrics
+    key = [(m.step, m.value) for m in client.get_metric_history(run_id, "eval/ctr")]
+    best_value = max(v for _, v in key)
+    # The first evaluation to reach it: a later tie does not replace the best checkpoint.
+    best_step = min(s for s, v in key if v == best_value)
+    assert (metrics["best/eval/ctr"], metrics["best/step"]) == (best_value, best_step)
+    assert {k for k in metrics if k.startswith("best/")} == {f"best/{k}" for k in (*EVAL_METRICS, "step")}
+    for name in EVAL_METRICS:
+        at_best = {m.step: m.value for m in client.get_metric_history(run_id, name)}[best_step]
+        assert metrics[f"best/{name}"] == at_best, name
+    # Logged at each evaluation that beat every earlier one, with that evaluation's step.
+    records = [s for i, (s, v) in enumerate(key) if all(v > w for _, w in key[:i])]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "best/step")] == [
+        (s, float(s)) for s in records
+    ]
 
 
 @pytest.mark.slow
