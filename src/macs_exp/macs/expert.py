@@ -84,7 +84,8 @@ def expert_config(cfg: DictConfig) -> DictConfig:
         expert.seed = cfg.expert.seed
         expert.trainer.total_steps = cfg.expert.total_steps
         expert.trainer.budget = "user_steps"
-        expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}"
+        # Like a run's name (``run_name``), without the mode every expert shares.
+        expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}-s{cfg.expert.seed}"
     return expert
 
 
