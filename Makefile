@@ -51,8 +51,10 @@ lint: setup
 bench: setup
 	$(BIN)/python scripts/bench_throughput.py
 
+# MLflow 3.17's UI opens experiments in its GenAI view until its sidebar switch says Model training.
 ui: setup
 	mkdir -p outputs
+	@echo "In the UI's sidebar, switch GenAI -> Model training once to see the runs (README, Comparing runs in the UI)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --port $(or $(PORT),5000)
 
 # Every algo x mode on VirtualTaobao and the bundled tiny dataset at a tiny budget, then the table

@@ -109,7 +109,7 @@ class EpisodeLearner:
         return updates
 
     def frozen_policy(self) -> Policy:
-        return lambda obs: self.act(obs, deterministic=True)
+        return lambda obs, allowed=None: self.act(obs, deterministic=True, allowed=allowed)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

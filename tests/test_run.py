@@ -60,8 +60,9 @@ def test_run_logs_params_tags_metrics_and_artifacts(algo: str, tiny: list[str], 
     assert params["trainer.total_steps"] == "400"
     assert params["env.id"] == "MACS/VirtualTaobao-v0"
     assert set(run.data.metrics) >= REQUIRED_METRICS
-    # step = user-steps: two evaluations (200, 400) and four training windows.
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ctr")] == [200, 400]
+    # step = user-steps: the untrained policy's evaluation (0), two more (200, 400) and four
+    # training windows.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ctr")] == [0, 200, 400]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "perf/steps_per_s")] == [
         100,
         200,
@@ -115,7 +116,7 @@ def test_crash_marks_run_failed_with_traceback(tiny: list[str], tmp_path: Path, 
     traceback_file = client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path))
     assert "simulated crash" in Path(traceback_file).read_text()
     # What was measured before the crash is kept.
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ctr")] == [200]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ctr")] == [0, 200]
 
 
 def test_nan_loss_fails_the_run_with_a_clear_message(tiny: list[str], tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from conftest import REPO, TINY, run_script
 from macs_exp.app import CONF_DIR, compose_config
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
+from macs_exp.trainer.run import run_tags
 
 # tests/gate: VirtualTaobao with a gate at which a test can hold a run, to signal it mid-run.
 GATE = Path(__file__).resolve().parent / "gate"
@@ -182,6 +183,9 @@ def test_killed_jobs_are_recorded_and_the_others_finish(tmp_path: Path) -> None:
         "5": "FINISHED",
     }
     assert runs["1"].data.tags["failure"] == "lost: the job's process was killed by SIGKILL"
+    # Named like single runs, the lost and killed ones too.
+    names = [f"ddpg-{mode}-virtual_taobao-s{seed}" for mode in ("baseline", "joint") for seed in range(3)]
+    assert [runs[str(job)].info.run_name for job in range(6)] == names
     client = _client(tmp_path)
     trace = Path(client.download_artifacts(killed["3"], "traceback.txt", str(tmp_path / "dl"))).read_text()
     assert "Terminated: received SIGTERM" in trace
@@ -387,12 +391,14 @@ def test_job_tags_nest_under_the_parent() -> None:
 def test_a_job_lost_before_its_run_opened_still_leaves_a_failed_run(mlflow_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     tracking = _tracking(mlflow_store)
     sweep = SweepContext("sw", mlflow_store.sweep("exp", "sw"))
-    tags = {"role": "run", "algo": "sac", "mode": "joint", "env": "synthetic", "seed": "4"}
+    # The tags the job's worker passes (macs_exp.trainer.job), the run's name among them.
+    tags = run_tags(compose_config(["algo=sac", "mode=joint", "env=synthetic", "seed=4"]))
     close_lost_job(
         tracking, sweep, 7, {**tags, **sweep.job_tags(7, ["seed=4"])}, "seed: 4\n", "killed by SIGKILL"
     )
     (run,) = mlflow_store.client.search_runs([mlflow_store.experiment("exp")], "tags.role = 'run'")
     assert run.info.status == "FAILED"
+    assert run.info.run_name == "sac-joint-synthetic-s4"
     assert (run.data.tags["sweep_job"], run.data.tags["seed"]) == ("7", "4")
     trace = Path(mlflow_store.client.download_artifacts(run.info.run_id, "traceback.txt", str(tmp_path)))
     assert "JobLost: the job's process was killed by SIGKILL" in trace.read_text()

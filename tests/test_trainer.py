@@ -127,4 +127,34 @@ def test_wide_batches_log_and_evaluate_on_the_configured_grid(tiny: list[str], t
     cfg = compose_config(["env.num_envs=64", "tracking.enabled=false", *tiny, "trainer.total_steps=640"])
     result = run_experiment(cfg, tmp_path)
     assert [s for s, _ in result.history["perf/steps_per_s"]] == [128, 256, 320, 448, 512, 640]
-    assert [s for s, _ in result.history["eval/ctr"]] == [256, 448, 640]
+    assert [s for s, _ in result.history["eval/ctr"]] == [0, 256, 448, 640]
+
+
+def test_the_untrained_policy_can_be_the_best(tiny: list[str], tmp_path: Path, monkeypatch) -> None:
+    """The step-0 evaluation competes for the best checkpoint like any other: here it scores
+    highest, so best_agent.pt is the agent before its first update."""
+    scores = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(
+        "macs_exp.trainer.trainer.evaluate", lambda *args, **kwargs: {"eval/episode_reward": next(scores)}
+    )
+    cfg = compose_config(["algo=ddpg", "mode=baseline", "tracking.enabled=false", *tiny])
+    result = run_experiment(cfg, tmp_path)
+    assert result.best_eval == {"eval/episode_reward": 3.0, "step": 0.0}
+    assert result.history["best/step"] == [(0, 0.0)]
+    assert torch.load(tmp_path / "best_agent.pt", weights_only=True)["n_updates"] == 0
+    assert torch.load(tmp_path / "agent.pt", weights_only=True)["n_updates"] > 0
+
+
+def test_evaluating_leaves_training_unchanged(tiny: list[str], tmp_path: Path) -> None:
+    """The random policy acts from its own random stream, evaluating included; evaluations use a
+    frozen copy of it, so that how often a run evaluates (step 0 included) changes no training
+    number."""
+
+    def training(eval_every: int) -> dict[str, list[tuple[int, float]]]:
+        # A reference policy has no learning settings to override.
+        budget = [o for o in tiny if not o.startswith("algo.")]
+        overrides = ["algo=random", "mode=baseline", "tracking.enabled=false", *budget]
+        result = run_experiment(compose_config([*overrides, f"trainer.eval_every={eval_every}"]), tmp_path)
+        return {k: v for k, v in result.history.items() if k.startswith("train/")}
+
+    assert training(100) == training(400)

@@ -18,6 +18,7 @@ class TrackingConfig(Schema):
     dir: str = MISSING
     # Overrides the tracking URI (e.g. a remote server); null means sqlite:///<dir>/mlflow.db.
     uri: str | None = MISSING
+    # The MLflow run's name; null means <algo>-<mode>-<env>-s<seed> (macs_exp.trainer.run.run_name).
     run_name: str | None = MISSING
     # Buffered metrics are sent in one batch at least this often.
     flush_every_s: float = MISSING

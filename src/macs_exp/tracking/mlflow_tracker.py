@@ -23,6 +23,13 @@ _MAX_METRICS = 1000
 _MAX_PARAMS = 100
 _MAX_TAGS = 100
 
+# The experiment tag by which MLflow 3's UI tells model training ("custom_model_development",
+# the runs table and charts) from GenAI apps and agents ("genai_development", traces). The 3.17
+# UI reads it only when its sidebar switch (GenAI / Model training) is turned off; as shipped,
+# with the switch, it opens the view the switch last chose (README, "Comparing runs in the UI").
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
 
 class Terminated(Exception):
     """The process was asked to stop (SIGTERM: ``kill``, a SLURM time limit or preemption).
@@ -85,7 +92,9 @@ def default_tracking_uri() -> str:
 def ensure_experiment(cfg: TrackingConfig) -> str:
     """Creates the database and experiment if needed and returns the experiment id.
 
-    Safe to call from several processes: a lost creation race falls back to a lookup.
+    The experiment is marked as a model-training one (``EXPERIMENT_KIND``), also when it exists
+    without the mark (made by an older version, or by hand). Safe to call from several
+    processes: a lost creation race falls back to a lookup.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -94,16 +103,19 @@ def ensure_experiment(cfg: TrackingConfig) -> str:
         Path(cfg.dir).mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=tracking_uri(cfg))
     experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = None if cfg.uri else (Path(cfg.dir).resolve() / "mlartifacts").as_uri()
-    try:
-        return client.create_experiment(cfg.experiment, artifact_location=artifacts)
-    except MlflowException:
-        experiment = client.get_experiment_by_name(cfg.experiment)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        artifacts = None if cfg.uri else (Path(cfg.dir).resolve() / "mlartifacts").as_uri()
+        try:
+            return client.create_experiment(
+                cfg.experiment, artifact_location=artifacts, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+            )
+        except MlflowException:
+            experiment = client.get_experiment_by_name(cfg.experiment)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment.experiment_id
 
 
 class MlflowTracker:
@@ -121,7 +133,8 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri(cfg))
         self._logged: Counter[tuple[str, int]] = Counter()
         if resume_run_id is None:
-            run = self.client.create_run(ensure_experiment(cfg), run_name=cfg.run_name, tags=dict(tags))
+            # The run's name comes with its tags (``mlflow.runName``, set by ``run_tags``).
+            run = self.client.create_run(ensure_experiment(cfg), tags=dict(tags))
             self.run_id: str | None = run.info.run_id
         else:
             self.run_id = resume_run_id

@@ -178,9 +178,11 @@ def _report(result: TrainResult, agent: Agent, tracker: Tracker, output_dir: Pat
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """The tags reports select runs by (see ``macs_exp.reports.runs``); read straight from the
-    config so that a job failing before its run opens can still be recorded under them."""
+    """The tags reports select runs by (see ``macs_exp.reports.runs``) and the run's name; read
+    straight from the config so that a job failing before its run opens can still be recorded
+    under them."""
     return {
+        "mlflow.runName": run_name(cfg),
         "role": ROLE_RUN,
         "algo": str(cfg.algo.name),
         "mode": str(cfg.mode.name),
@@ -217,6 +219,14 @@ def agent_for_env(
 ) -> Agent:
     """An agent of ``algo`` for ``env``'s spaces, given ``items``, the env's ``item_space``."""
     return make_agent(algo, env.single_observation_space, env.single_action_space, device, seed, items)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``tracking.run_name``, else ``<algo>-<mode>-<env>-s<seed>``: what tells runs apart in the
+    MLflow UI's lists and chart legends, which show names rather than tags."""
+    if cfg.tracking.run_name:
+        return str(cfg.tracking.run_name)
+    return f"{cfg.algo.name}-{cfg.mode.name}-{cfg.env.name}-s{cfg.seed}"
 
 
 def _ranking(eval_env: BatchedEnv, data: RatingData) -> Ranking:

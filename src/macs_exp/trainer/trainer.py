@@ -171,6 +171,9 @@ class Trainer:
             self._restore(resume, loop, window, result)
         else:
             window.paused += self._paused(lambda: self.augmenter.start(self.agent), 0, result)
+            # The untrained policy (after the mode's start: expert mode's stage 2), where every
+            # evaluation curve starts.
+            window.paused += self._paused(lambda: self._evaluate(0, result), 0, result)
         if not self._may_step(loop):
             raise ConfigError(
                 f"trainer.total_steps={cfg.total_steps} leaves no env step for training "
@@ -320,13 +323,17 @@ class Trainer:
 
     def _evaluate(self, steps: int, result: TrainResult) -> None:
         metrics = evaluate(self.agent, self.eval_env, self.cfg.eval_seed, self.items_per_page, self.ranking)
-        # With the evaluation, so that curves can be drawn against simulator cost.
-        self._log({**metrics, "perf/env_steps": float(self.budget.counter.steps)}, steps, result)
         result.final_eval = metrics
         result.key_metric = key_metric(metrics)
+        # With the evaluation, so that curves can be drawn against simulator cost.
+        logged = {**metrics, "perf/env_steps": float(self.budget.counter.steps)}
         if not result.best_eval or metrics[result.key_metric] > result.best_eval[result.key_metric]:
             result.best_eval = {**metrics, "step": float(steps)}
             self.agent.save(self.checkpoint_dir / "best_agent.pt")
+            # best/<metric> and best/step: the best evaluation so far by the key metric, each
+            # one column of the runs table, logged whenever a new best replaces it.
+            logged.update({f"best/{k}": v for k, v in result.best_eval.items()})
+        self._log(logged, steps, result)
 
     def _log(self, metrics: dict[str, float], steps: int, result: TrainResult) -> None:
         self.tracker.log_metrics(metrics, steps)
@@ -341,10 +348,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Runs every user of ``env`` through exactly one episode with the deterministic policy.
 
+    The policy is the agent's ``frozen_policy``, which never draws from the agent's own random
+    stream (the random policy acts from one): when and how often a run evaluates, step 0
+    included, leaves its training unchanged.
+
     With ``ranking`` (the offline datasets), the items recommended to each user, ``info["item"]``
     stacked into a (users, steps) array, are scored as well; a user whose episode ended early
     (``env.candidates=rated``) has ``NOT_SHOWN`` after its end, not its next episode's items.
     """
+    policy = agent.frozen_policy()
     obs, _ = env.reset(seed=seed)
     n = env.num_envs
     active = np.ones(n, dtype=bool)
@@ -352,7 +364,7 @@ def evaluate(
     lengths = np.zeros(n, dtype=np.int64)
     recommended: list[np.ndarray] = []
     while active.any():
-        actions = agent.act(_tensor(obs), deterministic=True, allowed=allowed_items(env))
+        actions = policy(_tensor(obs), allowed=allowed_items(env))
         obs, rewards, terminated, truncated, info = env.step(actions.cpu().numpy())
         if ranking is not None:
             recommended.append(np.where(active, info["item"], NOT_SHOWN))
