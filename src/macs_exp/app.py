@@ -27,9 +27,10 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
-    from macs_exp.trainer.job import run_sweep_job, sigterm_raises
+    from macs_exp.trainer.job import run_sweep_job
     from macs_exp.trainer.process import configure_torch
     from macs_exp.trainer.run import run_experiment
+    from macs_exp.trainer.signals import sigterm_raises
 
     hydra_cfg = HydraConfig.get()
     sweep = current_sweep()

@@ -40,7 +40,6 @@ from macs_exp.paths import CONF_DIR
 from macs_exp.schema import ConfigError, UserError
 from macs_exp.tracking import tracked_run
 from macs_exp.tracking.tags import ROLE_EVAL
-from macs_exp.trainer.job import sigterm_raises
 from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import (
     CONFIG_FILE,
@@ -52,6 +51,7 @@ from macs_exp.trainer.run import (
     run_tags,
     torch_device,
 )
+from macs_exp.trainer.signals import sigterm_raises
 from macs_exp.trainer.trainer import evaluate
 
 log = logging.getLogger("macs_exp")

@@ -48,6 +48,18 @@ class EpisodeStats:
         self.returns.append(np.asarray(returns, dtype=np.float64).copy())
         self.lengths.append(np.asarray(lengths, dtype=np.int64).copy())
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The episodes so far, for a checkpoint (``summary`` pools them anyway)."""
+        return {
+            "returns": np.concatenate(self.returns) if self.returns else np.zeros(0),
+            "lengths": np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.returns, self.lengths = [], []
+        if len(state["returns"]):
+            self.add(state["returns"], state["lengths"])
+
     def summary(self, prefix: str) -> dict[str, float]:
         if not self.returns:
             return {}

@@ -26,6 +26,11 @@ class ConfigError(UserError, ValueError):
     """A config value no run could use; the message names the full key and what it must be."""
 
 
+class ResumeError(UserError):
+    """A run that cannot be resumed as asked (``trainer.resume``): no checkpoint, a changed
+    config, a run the tracking store does not hold."""
+
+
 Rules = dict[str, tuple[bool, str]]
 
 

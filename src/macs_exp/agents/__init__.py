@@ -14,9 +14,18 @@ import torch
 from macs_exp import plugins
 from macs_exp.agents.base import DivergenceError
 from macs_exp.agents.items import ItemSpace
-from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Transitions
+from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Resumable, Transitions
 
-__all__ = ["Agent", "AgentConfig", "DivergenceError", "ItemSpace", "Policy", "Transitions", "make_agent"]
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "DivergenceError",
+    "ItemSpace",
+    "Policy",
+    "Resumable",
+    "Transitions",
+    "make_agent",
+]
 
 
 def make_agent(

@@ -249,6 +249,16 @@ class OffPolicyAgent:
         self.n_updates = int(state["n_updates"])
         self.generator.set_state(state["generator"])
 
+    def training_state(self) -> dict[str, Any]:
+        """Everything ``trainer.resume`` needs beyond ``state_dict``: the buffer's filled part
+        and the update schedule (the random stream is in ``state_dict``)."""
+        return {"model": self.state_dict(), "buffer": self.buffer.state(), "schedule": self.schedule.state()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        self.buffer.load_state(state["buffer"])
+        self.schedule.load_state(state["schedule"])
+
     def save(self, path: str | Path) -> None:
         checkpoint = {
             "algo": self.name,

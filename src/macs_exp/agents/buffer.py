@@ -72,6 +72,20 @@ class ReplayBuffer:
             dones=rows[:, c["done"]],
         )
 
+    def state(self) -> dict[str, torch.Tensor | int]:
+        """The filled rows only (a buffer fills from row 0), with the write position."""
+        return {"rows": self.data[: self.size].clone(), "pos": self.pos}
+
+    def load_state(self, state: dict[str, torch.Tensor | int]) -> None:
+        rows, pos = state["rows"], state["pos"]
+        assert isinstance(rows, torch.Tensor) and isinstance(pos, int)
+        if rows.shape[0] > self.capacity or rows.shape[1] != self.data.shape[1]:
+            raise ValueError(
+                f"a saved buffer of {tuple(rows.shape)} does not fit this one of {tuple(self.data.shape)}"
+            )
+        self.data[: rows.shape[0]] = rows.to(self.data.device)
+        self.size, self.pos = rows.shape[0], pos
+
 
 def _columns(obs_dim: int, act_dim: int) -> dict[str, int]:
     act = obs_dim

@@ -116,3 +116,17 @@ class Agent(Protocol):
     def save(self, path: str | Path) -> None: ...
 
     def load(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A part of a run (an agent, an augmenter) whose whole training state can be saved and
+    restored, so that a killed run resumes as if never stopped (``trainer.resume``). For an
+    agent that is ``state_dict`` (the networks) plus what training also needs, such as the
+    replay buffer, the update schedule and the random stream. The state holds tensors, plain
+    values and containers of them only. Optional: a run with a part that is not resumable
+    trains as before but writes no checkpoint."""
+
+    def training_state(self) -> dict[str, Any]: ...
+
+    def load_training_state(self, state: dict[str, Any]) -> None: ...

@@ -91,6 +91,13 @@ class ReferencePolicy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
+    def training_state(self) -> dict[str, Any]:
+        """The random stream is all a reference policy carries from step to step."""
+        return self.state_dict()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state)
+
     def save(self, path: str | Path) -> None:
         torch.save({"algo": self.name, "act_dim": self.act_dim, **self.state_dict()}, path)
 

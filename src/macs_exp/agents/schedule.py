@@ -9,7 +9,7 @@ since the previous update, ``N x train_freq`` with N users per vector step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -49,3 +49,10 @@ class UpdateSchedule:
         updates = self.vec_steps // self.train_freq - start // self.train_freq
         grad_steps = self.gradient_steps if self.gradient_steps > 0 else self._users * self.train_freq
         return updates, grad_steps
+
+    def state(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))

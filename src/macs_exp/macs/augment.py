@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import torch
 
@@ -39,6 +40,12 @@ class _WindowMean:
         self.total, self.count = 0.0, 0
         return mean
 
+    def state(self) -> list[float]:
+        return [self.total, float(self.count)]
+
+    def load_state(self, state: list[float]) -> None:
+        self.total, self.count = float(state[0]), int(state[1])
+
 
 class CounterfactualStats:
     """Counts what is stored, for ``cf/transitions`` and ``cf/buffer_share``, and the window's
@@ -65,6 +72,19 @@ class CounterfactualStats:
             self._gap.add(gap)
         if states is not None:
             self._change.add((states[0] - states[1]).norm(dim=1))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "real": self.real,
+            "extra": self.extra,
+            "gap": self._gap.state(),
+            "change": self._change.state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.real, self.extra = int(state["real"]), int(state["extra"])
+        self._gap.load_state(state["gap"])
+        self._change.load_state(state["change"])
 
     def metrics(self) -> dict[str, float]:
         metrics = {
@@ -109,6 +129,13 @@ class MacsAugmenter(NoAugmentation):
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()
+
+    def training_state(self) -> dict[str, Any]:
+        return {"synthesizer": self.synthesizer.training_state(), "stats": self.stats.state()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.synthesizer.load_training_state(state["synthesizer"])
+        self.stats.load_state(state["stats"])
 
     def queries_per_step(self) -> int:
         # The intervention and the real action from s_c, once pi_c exists.

@@ -84,6 +84,9 @@ def expert_config(cfg: DictConfig) -> DictConfig:
         expert.seed = cfg.expert.seed
         expert.trainer.total_steps = cfg.expert.total_steps
         expert.trainer.budget = "user_steps"
+        # An expert killed in training starts again: runs with other settings share its cache
+        # entry, so its config is not any one run's to resume with.
+        expert.trainer.resume = None
         # Like a run's name (``run_name``), without the mode every expert shares.
         expert.tracking.run_name = f"expert-{cfg.expert.algo.name}-{cfg.env.name}-s{cfg.expert.seed}"
     return expert

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,18 @@ class JointAugmenter(MacsAugmenter):
 
     def metrics(self) -> dict[str, float]:
         return {**super().metrics(), **self._schedule_metrics()}
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            **super().training_state(),
+            "schedule": self.schedule.state(),
+            "out_of_budget": self._out_of_budget,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)
+        self.schedule.load_state(state["schedule"])
+        self._out_of_budget = bool(state["out_of_budget"])
 
     def _schedule_metrics(self) -> dict[str, float]:
         return {"macs/threshold": self.schedule.threshold, "macs/stage2_runs": float(self.schedule.runs)}

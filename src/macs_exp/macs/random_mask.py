@@ -4,6 +4,7 @@ policy."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import MISSING
@@ -56,6 +57,13 @@ class RandomMaskAugmenter(NoAugmentation):
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()
+
+    def training_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "stats": self.stats.state()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.stats.load_state(state["stats"])
 
 
 @plugins.mode("random_mask", RandomMaskConfig, suffix="-RM", order=90)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,21 @@ class ThresholdSchedule:
 
     def reached(self) -> bool:
         return len(self.scores) == self.scores.maxlen and self.mean_score >= self.threshold
+
+    def state(self) -> dict[str, float | int | list[float]]:
+        return {
+            "threshold": self.threshold,
+            "scores": list(self.scores),
+            "runs": self.runs,
+            "best_score": self.best_score,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.threshold = float(state["threshold"])
+        self.scores.clear()
+        self.scores.extend(float(s) for s in state["scores"])
+        self.runs = int(state["runs"])
+        self.best_score = float(state["best_score"])
 
     def advance(self) -> None:
         self.runs += 1

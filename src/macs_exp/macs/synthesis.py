@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from macs_exp.agents import Agent, Policy, Transitions
+from macs_exp.agents import Agent, Policy, Resumable, Transitions
 from macs_exp.envs.base import BatchedEnv, EnvInfo, allowed_items
 from macs_exp.macs.config import MacsConfig
 from macs_exp.macs.kl import reward_kl, scale_rewards, synthesis_reward
+from macs_exp.trainer.checkpoint import pack, unpack
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,32 @@ class Synthesizer:
         self.generator = torch.Generator().manual_seed(seed)
         self.trained = False
         self._obs: np.ndarray | None = None
+
+    # --- checkpoints --------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """pi_c's training state, its stage-2 env (where the next stage 2 continues from) and
+        the stage-3 draws' stream."""
+        if not isinstance(self.agent, Resumable):
+            raise TypeError(f"pi_c's agent {self.agent.name!r} cannot be checkpointed")
+        return {
+            "agent": self.agent.training_state(),
+            "env": None if self._obs is None else pack(self.env.snapshot()),
+            "obs": None if self._obs is None else pack(self._obs),
+            "generator": self.generator.get_state(),
+            "trained": self.trained,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(self.agent, Resumable):
+            raise TypeError(f"pi_c's agent {self.agent.name!r} cannot be restored from a checkpoint")
+        self.agent.load_training_state(state["agent"])
+        if state["env"] is not None:
+            # A reset builds the env's state, whose types the snapshot is restored into.
+            self._obs, _ = self.env.reset(seed=self.seed)
+            self.env.restore(unpack(self.env.snapshot(), state["env"]))
+            self._obs = unpack(self._obs, state["obs"])
+        self.generator.set_state(state["generator"])
+        self.trained = bool(state["trained"])
 
     def stage2_cost(self) -> int:
         """The env steps one stage-2 run takes: every user-step of it is three steps."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from macs_exp.schema import ResumeError
 from macs_exp.tracking.config import TrackingConfig
 
 # log_batch accepts at most 1000 metrics, 100 params and 100 tags per request.
@@ -117,17 +119,47 @@ def ensure_experiment(cfg: TrackingConfig) -> str:
 
 
 class MlflowTracker:
-    def __init__(self, cfg: TrackingConfig, tags: Mapping[str, str]) -> None:
+    """One MLflow run: a new one, or with ``resume_run_id`` an existing one that a resumed run
+    continues. A resumed run replays the steps after its checkpoint, some of whose metrics the
+    stopped process may already have sent: each (metric, step) point is sent only as many times
+    as the store does not hold it yet, so the history ends as an uninterrupted run's would."""
+
+    def __init__(
+        self, cfg: TrackingConfig, tags: Mapping[str, str], resume_run_id: str | None = None
+    ) -> None:
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
         self.client = MlflowClient(tracking_uri=tracking_uri(cfg))
-        experiment_id = ensure_experiment(cfg)
-        # The run's name comes with its tags (``mlflow.runName``, set by ``run_tags``).
-        run = self.client.create_run(experiment_id, tags=dict(tags))
-        self.run_id: str | None = run.info.run_id
+        self._logged: Counter[tuple[str, int]] = Counter()
+        if resume_run_id is None:
+            # The run's name comes with its tags (``mlflow.runName``, set by ``run_tags``).
+            run = self.client.create_run(ensure_experiment(cfg), tags=dict(tags))
+            self.run_id: str | None = run.info.run_id
+        else:
+            self.run_id = resume_run_id
+            self._logged = self._logged_points(resume_run_id)
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.set_tags(tags)
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+
+    def _logged_points(self, run_id: str) -> Counter[tuple[str, int]]:
+        """How often the store holds each (metric, step) of ``run_id``."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as err:
+            raise ResumeError(
+                f"MLflow run {run_id} is not in {tracking_uri(self.cfg)}: resume with the tracking.* "
+                f"settings the run was started with"
+            ) from err
+        return Counter(
+            (key, point.step)
+            for key in run.data.metrics
+            for point in self.client.get_metric_history(run_id, key)
+        )
 
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
@@ -147,7 +179,11 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        for key, value in metrics.items():
+            if self._logged[key, step]:
+                self._logged[key, step] -= 1
+            else:
+                self._pending.append(Metric(key, float(value), now, step))
         if time.monotonic() - self._last_flush >= self.cfg.flush_every_s:
             self.flush()
 
@@ -174,18 +210,24 @@ class MlflowTracker:
 
 @contextlib.contextmanager
 def tracked_run(
-    cfg: TrackingConfig, params: Mapping[str, str], tags: Mapping[str, str], config_yaml: str
+    cfg: TrackingConfig,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    config_yaml: str,
+    resume_run_id: str | None = None,
 ) -> Iterator[Tracker]:
     """One MLflow run around a block: FINISHED on success; on an exception the buffered
     metrics are flushed, the traceback is stored as ``traceback.txt`` and the run is marked
-    FAILED (KILLED for Ctrl-C) before the exception propagates."""
+    FAILED (KILLED for Ctrl-C and SIGTERM) before the exception propagates. With
+    ``resume_run_id`` the block continues that run, whose params and config are already logged."""
     if not cfg.enabled:
         yield NullTracker()
         return
-    tracker = MlflowTracker(cfg, tags)
+    tracker = MlflowTracker(cfg, tags, resume_run_id)
     try:
-        tracker.log_params(params)
-        tracker.log_text(config_yaml, "config.yaml")
+        if resume_run_id is None:
+            tracker.log_params(params)
+            tracker.log_text(config_yaml, "config.yaml")
         yield tracker
     except BaseException as exc:
         with contextlib.suppress(Exception):

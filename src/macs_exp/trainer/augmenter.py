@@ -24,6 +24,10 @@ Call order (user-steps are transitions collected from the env, N per vector step
   never overrun.
 - ``finish()``: once, after the last step. Returns tags to set on the run (joint mode marks a
   run whose stage 2 never ran).
+
+An augmenter that also implements ``training_state()`` / ``load_training_state(state)``
+(``macs_exp.agents.Resumable``) can be checkpointed: a resumed run restores it instead of
+calling ``start`` again. Both are called between vector steps, never inside one.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -132,6 +136,12 @@ class NoAugmentation:
 
     def finish(self) -> dict[str, str]:
         return {}
+
+    def training_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        return None
 
 
 @dataclass

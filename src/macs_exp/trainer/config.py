@@ -29,12 +29,19 @@ class TrainerConfig(Schema):
     progress: str = MISSING
     # Threads for torch on the CPU; small networks are fastest with few.
     torch_threads: int = MISSING
+    # The full training state is written to <run dir>/checkpoint.pt every this many user-steps
+    # (0: only when the run is sent SIGTERM), and removed when the run finishes.
+    checkpoint_every: int = MISSING
+    # Continue a stopped run from its checkpoint: its folder, its MLflow run id, or "auto" (this
+    # run's own folder if it holds a checkpoint, else a fresh start: a requeued job). null: start afresh.
+    resume: str | None = MISSING
 
     def rules(self) -> Rules:
         rules: Rules = {
             key: (getattr(self, key) >= 1, "at least 1")
             for key in ("total_steps", "eval_every", "eval_episodes", "log_every", "torch_threads")
         }
+        rules["checkpoint_every"] = (self.checkpoint_every >= 0, "0 (only on SIGTERM) or more")
         rules["budget"] = (self.budget in BUDGETS, f"one of {', '.join(BUDGETS)}")
         rules["progress"] = (self.progress in PROGRESS_MODES, f"one of {', '.join(PROGRESS_MODES)}")
         return rules

@@ -13,11 +13,8 @@ import logging
 import logging.config
 import multiprocessing
 import signal
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,31 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from macs_exp.config import to_config
 from macs_exp.schema import UserError, as_schema
 from macs_exp.tracking.config import TrackingConfig
-from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.tracking.sweep import SweepContext, close_lost_job, record_failed_job
 from macs_exp.trainer.process import configure_torch
+from macs_exp.trainer.signals import sigterm_raises
 
 log = logging.getLogger("macs_exp")
 
 _context: Any = None
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turns SIGTERM into ``Terminated`` while a run trains, so that a killed run (``kill``, a
-    SLURM time limit) is recorded KILLED with its traceback instead of staying RUNNING forever."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(f"received {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _fork_server() -> Any:

@@ -38,8 +38,10 @@ from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
 from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.budget import Budget
+from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, Checkpointing
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
+from macs_exp.trainer.resume import check_resumable, find_checkpoint
 from macs_exp.trainer.trainer import Ranking, Trainer
 
 log = logging.getLogger("macs_exp")
@@ -56,12 +58,17 @@ def run_experiment(
 ) -> TrainResult:
     """Trains one agent as ``cfg`` says. ``tags`` are added to (and may override) the run's
     own ``run_tags``: ``mlflow.parentRunId`` nests it under another run, ``role`` marks what
-    it is for reports. Bad values raise ``ConfigError`` before any work (and before a run opens)."""
+    it is for reports. Bad values raise ``ConfigError`` before any work (and before a run opens).
+    With ``trainer.resume`` it continues a stopped run, in that run's folder and MLflow run."""
     config = to_config(cfg)
     device = torch_device(config.device)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    resume = find_checkpoint(config.trainer.resume, Path(output_dir), config.tracking)
+    if resume is not None:
+        output_dir = resume.folder
+        check_resumable(resume, config_yaml)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     (output_dir / CONFIG_FILE).write_text(config_yaml)
     # Data problems (a missing file, a malformed row) surface here, before a run is opened.
     data = rating_data(config)
@@ -70,15 +77,27 @@ def run_experiment(
     if data is not None:
         params.update({f"data.stats.{k}": str(v) for k, v in data.stats.items()})
     title = f"{config.algo.name} / {config.mode.name} / {config.env.name} / seed {config.seed}"
-    with tracked_run(config.tracking, params, {**run_tags(cfg), **(tags or {})}, config_yaml) as tracker:
+    all_tags = {**run_tags(cfg), "run_dir": str(output_dir.resolve()), **(tags or {})}
+    if resume is not None:
+        all_tags["resumed_from_step"] = str(resume.steps)
+    run_id = resume.run_id if resume is not None else None
+    with tracked_run(config.tracking, params, all_tags, config_yaml, run_id) as tracker:
         (output_dir / RUN_FILE).write_text(json.dumps({"run_id": tracker.run_id}) + "\n")
         progress = Progress(config.trainer.progress, config.trainer.total_steps, title)
+        checkpointing = Checkpointing(
+            output_dir / CHECKPOINT_FILE,
+            config.trainer.checkpoint_every,
+            {"run_id": tracker.run_id or "", "config": config_yaml},
+            None if resume is None else resume.state,
+        )
         try:
-            agent, result = _train(cfg, config, device, data, tracker, progress, output_dir)
+            agent, result = _train(cfg, config, device, data, tracker, progress, output_dir, checkpointing)
         finally:
             progress.close()
         result.run_id = tracker.run_id
         _report(result, agent, tracker, output_dir, title)
+    # A finished run has nothing left to resume; its agent is in agent.pt.
+    checkpointing.path.unlink(missing_ok=True)
     return result
 
 
@@ -90,6 +109,7 @@ def _train(
     tracker: Tracker,
     progress: Progress,
     output_dir: Path,
+    checkpointing: Checkpointing,
 ) -> tuple[Agent, TrainResult]:
     """Builds the envs, the agent, the mode's augmenter and the trainer, and trains."""
     env_cfg = config.env
@@ -135,6 +155,7 @@ def _train(
             progress=progress,
             ranking=ranking,
             budget=budget,
+            checkpointing=checkpointing,
         )
         return agent, trainer.train()
 

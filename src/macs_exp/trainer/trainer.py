@@ -3,30 +3,42 @@
 It knows agents only through their protocol (``macs_exp.agents.protocol``) and modes only
 through the augmenter protocol (``macs_exp.trainer.augmenter``): it never asks which algorithm
 or which mode it runs.
+
+Between vector steps it can write the whole training state to a checkpoint (every
+``trainer.checkpoint_every`` user-steps, and when SIGTERM asks it to stop), and it can start
+from one instead of from a reset: a resumed run takes exactly the steps, random draws and
+metrics the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from macs_exp.agents import Agent, Transitions
+from macs_exp.agents import Agent, Resumable, Transitions
 from macs_exp.envs.base import BatchedEnv, allowed_items
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
 from macs_exp.schema import ConfigError
 from macs_exp.tracking import Tracker
+from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.trainer.augmenter import Augmenter, NoAugmentation
 from macs_exp.trainer.budget import Budget
+from macs_exp.trainer.checkpoint import Checkpointing, pack, save_checkpoint, unpack
 from macs_exp.trainer.config import TrainerConfig
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
+from macs_exp.trainer.signals import graceful_stop
+
+log = logging.getLogger("macs_exp")
 
 # Scores the (users, steps) items recommended in one evaluation: the Table I metrics.
 Ranking = Callable[[np.ndarray], dict[str, float]]
@@ -64,6 +76,21 @@ class _Window:
     def steps_per_s(self) -> float:
         return self.steps / max(time.perf_counter() - self.start - self.paused, 1e-9)
 
+    def state(self) -> dict[str, Any]:
+        """What the window has gathered (its clock restarts on resume)."""
+        return {
+            "episodes": pack(self.episodes.state()),
+            "steps": self.steps,
+            "loss_sums": dict(self.loss_sums),
+            "loss_count": self.loss_count,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.episodes.load_state(unpack(self.episodes.state(), state["episodes"]))
+        self.steps = int(state["steps"])
+        self.loss_sums.update(state["loss_sums"])
+        self.loss_count = int(state["loss_count"])
+
 
 @dataclass
 class _Loop:
@@ -74,7 +101,18 @@ class _Loop:
     lengths: np.ndarray
     next_log: int
     next_eval: int
+    next_checkpoint: int
     steps: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return pack(self._fields())
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for key, value in unpack(self._fields(), state).items():
+            setattr(self, key, value)
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 class Trainer:
@@ -92,9 +130,11 @@ class Trainer:
         progress: Progress | None = None,
         ranking: Ranking | None = None,
         budget: Budget | None = None,
+        checkpointing: Checkpointing | None = None,
     ) -> None:
         """``budget`` counts the env steps of every env the run trains with (the caller wraps
-        them in ``CountingEnv``s on its counter); without one, only ``env`` is counted."""
+        them in ``CountingEnv``s on its counter); without one, only ``env`` is counted.
+        ``checkpointing`` says where checkpoints go (none without it) and which to resume from."""
         if budget is None:
             budget = Budget(cfg.budget, cfg.total_steps, StepCounter())
             env = CountingEnv(env, budget.counter)
@@ -110,33 +150,39 @@ class Trainer:
         self.progress = progress or Progress("none", cfg.total_steps, "")
         self.items_per_page = env.metadata.get("items_per_page")
         self.ranking = ranking
+        self.checkpointing = checkpointing
+        if checkpointing is not None and not self._resumable():
+            log.warning(
+                "this run's agent or mode (%s, %s) cannot be checkpointed: it writes no checkpoint",
+                type(agent).__name__,
+                type(self.augmenter).__name__,
+            )
 
     def train(self) -> TrainResult:
         cfg, n = self.cfg, self.env.num_envs
         obs, _ = self.env.reset(seed=self.seed)
-        loop = _Loop(_tensor(obs), np.zeros(n), np.zeros(n, dtype=np.int64), cfg.log_every, cfg.eval_every)
+        loop = _Loop(
+            _tensor(obs), np.zeros(n), np.zeros(n, dtype=np.int64), cfg.log_every, cfg.eval_every, self._every
+        )
         result = TrainResult(steps=0, key_metric="", final_eval={}, best_eval={})
         window = _Window(EpisodeStats(self.items_per_page))
-        window.paused += self._paused(lambda: self.augmenter.start(self.agent), 0, result)
+        resume = self.checkpointing.resume if self.checkpointing else None
+        if resume is not None:
+            self._restore(resume, loop, window, result)
+        else:
+            window.paused += self._paused(lambda: self.augmenter.start(self.agent), 0, result)
+            # The untrained policy (after the mode's start: expert mode's stage 2), where every
+            # evaluation curve starts.
+            window.paused += self._paused(lambda: self._evaluate(0, result), 0, result)
         if not self._may_step(loop):
             raise ConfigError(
                 f"trainer.total_steps={cfg.total_steps} leaves no env step for training "
                 f"({self.budget.counter.steps} already spent before the first step); raise it"
             )
-        # The untrained policy (after the mode's start: expert mode's stage 2), where every
-        # evaluation curve starts.
-        window.paused += self._paused(lambda: self._evaluate(0, result), 0, result)
-        while self._may_step(loop):
-            self._step(loop, window, result)
-            window.add_losses(self.agent.learn())
-            last = not self._may_step(loop)
-            if loop.steps >= loop.next_log or last:
-                self._log_window(window, loop.steps, result)
-                window = _Window(EpisodeStats(self.items_per_page))
-                loop.next_log = (loop.steps // cfg.log_every + 1) * cfg.log_every
-            if loop.steps >= loop.next_eval or last:
-                window.paused += self._paused(lambda: self._evaluate(loop.steps, result), loop.steps, result)
-                loop.next_eval = (loop.steps // cfg.eval_every + 1) * cfg.eval_every
+        with graceful_stop() as stop_requested:
+            while self._may_step(loop):
+                window = self._iteration(loop, window, result)
+                self._checkpoint_if_due(loop, window, result, stop_requested())
         result.steps = loop.steps
         result.env_steps = self.budget.counter.steps
         tags = self.augmenter.finish()
@@ -144,6 +190,76 @@ class Trainer:
             self.tracker.set_tags(tags)
         self.tracker.flush()
         return result
+
+    def _iteration(self, loop: _Loop, window: _Window, result: TrainResult) -> _Window:
+        """One vector step, its updates, and the logging and evaluation that fall due after it;
+        returns the logging window to go on with."""
+        cfg = self.cfg
+        self._step(loop, window, result)
+        window.add_losses(self.agent.learn())
+        last = not self._may_step(loop)
+        if loop.steps >= loop.next_log or last:
+            self._log_window(window, loop.steps, result)
+            window = _Window(EpisodeStats(self.items_per_page))
+            loop.next_log = (loop.steps // cfg.log_every + 1) * cfg.log_every
+        if loop.steps >= loop.next_eval or last:
+            window.paused += self._paused(lambda: self._evaluate(loop.steps, result), loop.steps, result)
+            loop.next_eval = (loop.steps // cfg.eval_every + 1) * cfg.eval_every
+        return window
+
+    @property
+    def _every(self) -> int:
+        """User-steps between checkpoints; 0 when there are none to write."""
+        return self.checkpointing.every if self.checkpointing and self._resumable() else 0
+
+    def _resumable(self) -> bool:
+        return isinstance(self.agent, Resumable) and isinstance(self.augmenter, Resumable)
+
+    # --- checkpoints --------------------------------------------------------------------
+    def _checkpoint_if_due(self, loop: _Loop, window: _Window, result: TrainResult, stop: bool) -> None:
+        """Writes a checkpoint when one is due (never after the last step: the run is about to
+        finish) or a stop was asked; then stops, if asked."""
+        every = self._every
+        due = every > 0 and loop.steps >= loop.next_checkpoint and self._may_step(loop)
+        if (due or stop) and self.checkpointing is not None and self._resumable():
+            self._save(loop, window, result)
+            if every:
+                loop.next_checkpoint = (loop.steps // every + 1) * every
+        if stop:
+            where = f"checkpoint {self.checkpointing.path}" if self.checkpointing else "no checkpoint"
+            raise Terminated(f"received SIGTERM: stopped at user-step {loop.steps} ({where})")
+
+    def _save(self, loop: _Loop, window: _Window, result: TrainResult) -> None:
+        assert self.checkpointing is not None
+        assert isinstance(self.agent, Resumable) and isinstance(self.augmenter, Resumable)
+        # Every metric up to this step reaches the store before the checkpoint that follows it:
+        # a resumed run logs only what came after.
+        self.tracker.flush()
+        state = {
+            **self.checkpointing.meta,
+            "loop": loop.state(),
+            "window": window.state(),
+            "result": result.state(),
+            "env_steps": self.budget.counter.steps,
+            "env": pack(self.env.snapshot()),
+            "agent": self.agent.training_state(),
+            "augmenter": self.augmenter.training_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(self.checkpointing.path, state)
+
+    def _restore(self, state: dict[str, Any], loop: _Loop, window: _Window, result: TrainResult) -> None:
+        """The inverse of ``_save``, on a trainer built (and its env reset) as the saved one was."""
+        assert isinstance(self.agent, Resumable) and isinstance(self.augmenter, Resumable)
+        loop.load_state(state["loop"])
+        window.load_state(state["window"])
+        result.load_state(state["result"])
+        self.budget.counter.steps = int(state["env_steps"])
+        self.env.restore(unpack(self.env.snapshot(), state["env"]))
+        self.agent.load_training_state(state["agent"])
+        self.augmenter.load_training_state(state["augmenter"])
+        torch.set_rng_state(state["torch_rng"])
+        self.progress.advance(loop.steps)
 
     def _may_step(self, loop: _Loop) -> bool:
         n = self.env.num_envs
