@@ -355,6 +355,21 @@ def test_search_configs_use_optuna_in_memory(search: str) -> None:
         assert OmegaConf.select(job, key) is not None, key
 
 
+def test_a_requeued_slurm_job_reruns_itself_and_resumes_its_folder() -> None:
+    """A preempted or timed-out SLURM job is requeued by submitit through the launcher's
+    ``checkpoint``, which resubmits the same job with the same arguments: the same overrides,
+    hence the same folder, where ``trainer.resume=auto`` (the default) finds its checkpoint
+    (tests/test_resume.py stops and relaunches such a job)."""
+    from hydra.utils import instantiate
+
+    cfg = _hydra_config(["hydra/launcher=slurm"])
+    launcher = instantiate(cfg.hydra.launcher)
+    requeued = launcher.checkpoint(["seed=3"], "outputs/multirun/x", 4, 0, "hydra.sweep.dir")
+    assert requeued.function is launcher
+    assert requeued.args == (["seed=3"], "outputs/multirun/x", 4, 0, "hydra.sweep.dir")
+    assert compose_config(["hydra/launcher=slurm"]).trainer.resume == "auto"
+
+
 def test_launcher_configs_compose() -> None:
     slurm = _hydra_config(["hydra/launcher=slurm"]).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
