@@ -31,11 +31,12 @@ def main(overrides: list[str]) -> None:
     def timed(self: trainer.Trainer, loop: trainer._Loop, window: trainer._Window, result: object) -> None:
         t0 = time.perf_counter()
         original(self, loop, window, result)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - t0
         assert self.checkpointing is not None
-        # Kept aside: a finished run deletes its checkpoint.
+        # Kept aside (untimed): a finished run deletes its checkpoint.
         kept = self.checkpointing.path.with_name(f"bench-{loop.steps}.pt")
         kept.write_bytes(self.checkpointing.path.read_bytes())
-        writes.append((loop.steps, time.perf_counter() - t0, kept.stat().st_size))
+        writes.append((loop.steps, seconds, kept.stat().st_size))
 
     trainer.Trainer._save = timed  # type: ignore[method-assign]
     configure_torch(1)
@@ -46,12 +47,12 @@ def main(overrides: list[str]) -> None:
         total = time.perf_counter() - t0
         for steps, seconds, size in writes:
             print(f"checkpoint at {steps:>7} user-steps: {size / 2**20:7.1f} MiB written in {seconds:.2f} s")
+        spent = sum(s for _, s, _ in writes)
+        print(f"run: {total:.0f} s, of which checkpoints {spent:.1f} s ({100 * spent / total:.1f}%)")
         if writes:
             t0 = time.perf_counter()
             load_checkpoint(Path(tmp) / "run" / f"bench-{writes[-1][0]}.pt")
             print(f"loading the last: {time.perf_counter() - t0:.2f} s")
-            spent = sum(s for _, s, _ in writes)
-            print(f"run: {total:.0f} s, of which checkpoints {spent:.1f} s ({100 * spent / total:.1f}%)")
 
 
 if __name__ == "__main__":

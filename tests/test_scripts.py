@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY
 
 # Each runs a script end to end in a subprocess (the benchmark: minutes).
 pytestmark = pytest.mark.slow
@@ -55,3 +55,22 @@ def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
     assert figures["vtb_batched_speedup_n256"][1] == figures["macs_joint_overhead_ddpg"][1] == "ratio"
     assert figures["macs_stage2_runs_ddpg"][0] >= 1
     assert all(value > 0 for value, _ in figures.values())
+
+
+def test_bench_checkpoint_reports_every_checkpoint() -> None:
+    lines = run_script(
+        "scripts/bench_checkpoint.py",
+        *TINY,
+        "trainer.checkpoint_every=100",
+        "mode=baseline",
+        "tracking.enabled=false",
+    )
+    sizes = [
+        re.fullmatch(r"checkpoint at +(\d+) user-steps: +(\S+) MiB written in (\S+) s", line)
+        for line in lines[:3]
+    ]
+    assert [int(m.group(1)) for m in sizes if m] == [100, 200, 300]
+    # The buffer fills as the run goes: each checkpoint is larger than the one before.
+    assert float(sizes[0].group(2)) < float(sizes[1].group(2)) < float(sizes[2].group(2))  # type: ignore[union-attr]
+    assert re.fullmatch(r"run: \d+ s, of which checkpoints \S+ s \(\S+%\)", lines[3])
+    assert re.fullmatch(r"loading the last: \S+ s", lines[4])
