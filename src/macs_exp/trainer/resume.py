@@ -103,7 +103,8 @@ def check_resumable(resume: Resume, config_yaml: str) -> None:
     more = f" and {len(changed) - _SHOWN_CHANGES} more" if len(changed) > _SHOWN_CHANGES else ""
     raise ResumeError(
         f"trainer.resume: this config differs from the checkpoint's in {shown}{more}. Resume with the run's "
-        f"own overrides{_overrides_hint(resume.folder)}; only {', '.join(FREE_KEYS[:1])} may change"
+        f"own overrides{_overrides_hint(resume.folder)}; only {FREE_KEYS[0]} may change. To start "
+        f"afresh in {resume.folder} instead, pass trainer.resume=null"
     )
 
 
