@@ -443,7 +443,8 @@ def test_parallel_expert_jobs_train_one_expert_and_share_it(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
-    """SIGTERM, sent while the run is held at the gate mid-training, ends it KILLED."""
+    """SIGTERM, sent while the run is held at the gate mid-training, asks it to stop: once the
+    gate lets its step finish, the run writes a checkpoint and ends KILLED."""
     gate = tmp_path / "gate"
     args = [
         sys.executable,
@@ -465,12 +466,14 @@ def test_sigterm_ends_a_single_run_as_killed(tmp_path: Path) -> None:
         time.sleep(0.05)
         stopped = _stopped(tmp_path, gate, set())
     assert stopped, proc.communicate()[0]
-    ((_, run_id, _, pid),) = stopped
+    ((stop, run_id, _, pid),) = stopped
     assert pid == proc.pid
     proc.send_signal(signal.SIGTERM)
+    (gate / f"go-{stop}").touch()
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert "Terminated: received SIGTERM" in out
+    assert "Terminated: received SIGTERM: stopped at user-step" in out
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
     assert _client(tmp_path).get_run(run_id).info.status == "KILLED"
 
 
