@@ -145,7 +145,7 @@ def kill_and_resume(
     [
         # SIGKILL after the checkpoint at 200 and the metrics logged at 300, which the resumed run
         # logs again.
-        ("baseline", ("step", 350, "SIGKILL"), None, False),
+        pytest.param("baseline", ("step", 350, "SIGKILL"), None, False, marks=pytest.mark.slow),
         pytest.param("expert", ("step", 350, "SIGKILL"), None, True, marks=pytest.mark.slow),
         # In joint mode, inside the third stage 2 (four windows each; the third starts after
         # the checkpoint at 200).
@@ -178,6 +178,7 @@ def test_sigterm_writes_a_checkpoint_at_the_step_and_marks_the_run_killed(tmp_pa
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config_naming_the_keys(tmp_path: Path) -> None:
     folder = tmp_path / "stopped"
     args = [*overrides("baseline", tmp_path), f"hydra.run.dir={folder}"]
@@ -204,6 +205,7 @@ def test_auto_resumes_a_folder_with_a_checkpoint_and_starts_afresh_elsewhere(tmp
     assert fresh.run_id != stopped_id and fresh.steps == 400
 
 
+@pytest.mark.slow
 def test_a_finished_run_has_nothing_to_resume(tmp_path: Path) -> None:
     args = overrides("baseline", tmp_path)
     run_experiment(compose_config(args), tmp_path / "done")
