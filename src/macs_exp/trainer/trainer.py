@@ -150,13 +150,15 @@ class Trainer:
         self.progress = progress or Progress("none", cfg.total_steps, "")
         self.items_per_page = env.metadata.get("items_per_page")
         self.ranking = ranking
-        self.checkpointing = checkpointing
-        if checkpointing is not None and not self._resumable():
+        # Decided once: whether every part of the run can be saved (``Resumable``).
+        resumable = isinstance(agent, Resumable) and isinstance(self.augmenter, Resumable)
+        if checkpointing is not None and not resumable:
             log.warning(
                 "this run's agent or mode (%s, %s) cannot be checkpointed: it writes no checkpoint",
                 type(agent).__name__,
                 type(self.augmenter).__name__,
             )
+        self.checkpointing = checkpointing if resumable else None
 
     def train(self) -> TrainResult:
         cfg, n = self.cfg, self.env.num_envs
@@ -210,10 +212,7 @@ class Trainer:
     @property
     def _every(self) -> int:
         """User-steps between checkpoints; 0 when there are none to write."""
-        return self.checkpointing.every if self.checkpointing and self._resumable() else 0
-
-    def _resumable(self) -> bool:
-        return isinstance(self.agent, Resumable) and isinstance(self.augmenter, Resumable)
+        return self.checkpointing.every if self.checkpointing else 0
 
     # --- checkpoints --------------------------------------------------------------------
     def _checkpoint_if_due(self, loop: _Loop, window: _Window, result: TrainResult, stop: bool) -> None:
@@ -221,7 +220,7 @@ class Trainer:
         finish) or a stop was asked; then stops, if asked."""
         every = self._every
         due = every > 0 and loop.steps >= loop.next_checkpoint and self._may_step(loop)
-        if (due or stop) and self.checkpointing is not None and self._resumable():
+        if (due or stop) and self.checkpointing is not None:
             self._save(loop, window, result)
             if every:
                 loop.next_checkpoint = (loop.steps // every + 1) * every
