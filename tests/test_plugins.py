@@ -232,7 +232,7 @@ def test_a_new_mode_is_one_registered_factory(counting_mode: list[CountingAugmen
     assert result.history["count/started"] == [(0, 1.0)]
     # The reports learn the new mode's row name and position from the mode itself.
     assert row_label("sac", "counting") == "SAC-C"
-    assert mode_order() == ["baseline", "expert", "joint", "counting", "random_mask"]
+    assert mode_order() == ["baseline", "expert", "joint", "ctrl", "counting", "random_mask"]
 
 
 def test_every_shipped_option_is_a_registered_plug_in() -> None:
@@ -245,7 +245,7 @@ def test_every_shipped_option_is_a_registered_plug_in() -> None:
     assert options["mode"] == sorted(plugins.MODES)
     assert {"ddpg", "popular", "random", "sac", "td3"} <= set(options["algo"])
     assert [row_label("ddpg", m) for m in mode_order()][:3] == ["DDPG", "DDPG-E", "DDPG-J"]
-    assert row_label("ddpg", "random_mask") == "DDPG-RM"
+    assert row_label("ddpg", "random_mask") == "DDPG-RM" and row_label("ddpg", "ctrl") == "DDPG-CTRL"
     assert row_label("popular", "baseline") == "Popular" and row_label("td3", "old_mode") == "TD3-OLD_MODE"
 
 

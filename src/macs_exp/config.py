@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from macs_exp import plugins
+from macs_exp.ctrl.config import CtrlConfig
 from macs_exp.data.config import DataConfig
 from macs_exp.envs.config import EnvConfig, RatingEnvConfig
 from macs_exp.macs.config import ExpertConfig, MacsConfig
@@ -35,6 +36,7 @@ class Config(Schema):
     tracking: TrackingConfig = MISSING
     macs: MacsConfig = MISSING
     expert: ExpertConfig = MISSING
+    ctrl: CtrlConfig = MISSING
     data: DataConfig = MISSING
     seed: int = MISSING
     device: str = MISSING
@@ -74,6 +76,7 @@ def register_schemas() -> None:
     cs.store(group="schema/env", name="rating", node=RatingEnvConfig)
     cs.store(group="schema/macs", name="macs", node=MacsConfig)
     cs.store(group="schema/expert", name="expert", node=ExpertConfig)
+    cs.store(group="schema/ctrl", name="ctrl", node=CtrlConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from macs_exp.schema import ConfigError
 
 # Where plug-ins live: every module of a package is imported by ``discover``, a module itself.
-PLUGIN_HOMES = ("macs_exp.agents", "macs_exp.macs", "macs_exp.trainer.augmenter")
+PLUGIN_HOMES = ("macs_exp.agents", "macs_exp.macs", "macs_exp.ctrl", "macs_exp.trainer.augmenter")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -58,6 +58,33 @@ class ItemCatalogue(Protocol):
         """(N, n_items) bool: the items each slot may be shown at its next step."""
         ...
 
+    def choose_items(self, actions: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(N,) int64: the item each action would show from the current state if only the
+        ``allowed`` (N, n_items) items could be shown, by the rule ``step`` applies."""
+        ...
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What showing items from the current state leads to, for an env whose step either accepts
+    the item or rejects it: the next observation and reward of each outcome."""
+
+    accepted: torch.Tensor
+    rejected: torch.Tensor
+    accepted_reward: float
+    rejected_reward: float
+
+
+@runtime_checkable
+class BinaryOutcomes(Protocol):
+    """An env whose next state and reward are known functions of the state, the item and one
+    accept-or-reject bit (the rating env with ``state=items`` and ``reward=binary``)."""
+
+    def binary_outcomes(self, items: torch.Tensor) -> Outcomes | None:
+        """The two outcomes of showing ``items`` (N,) now; None under settings where the next
+        state or the reward is not such a function."""
+        ...
+
 
 def allowed_items(env: BatchedEnv) -> torch.Tensor | None:
     """The items ``env`` would show from its current state, or None if it has no catalogue."""

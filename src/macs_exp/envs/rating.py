@@ -40,6 +40,7 @@ from gymnasium.vector.utils import batch_space
 from macs_exp.data.dataset import SPLITS, RatingData
 from macs_exp.data.lookup import RatedPairs
 from macs_exp.data.reward_model import RatingModel
+from macs_exp.envs.base import Outcomes
 from macs_exp.envs.config import CANDIDATES, STATES, TRAIN_REWARDS
 
 log = logging.getLogger("macs_exp")
@@ -447,6 +448,29 @@ class RatingCore:
         rows = a.cpu().numpy()
         return torch.tensor([self._item_of.get(row.tobytes(), -1) for row in rows], device=self.device)
 
+    def choose(self, actions: np.ndarray | torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(N,) the items ``step`` would show for ``actions`` if only ``allowed`` were allowed: the
+        exact item where an action is an allowed item's features, else the best-scoring allowed item
+        (the first on ties, as ``step``'s argmax over candidates in index order)."""
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        picks = torch.empty(self.num_envs, dtype=torch.int64, device=self.device)
+        for lo, hi in self._blocks:
+            scores = (a[lo:hi] @ self._features.T).masked_fill_(~allowed[lo:hi], self._excluded)
+            picks[lo:hi] = _row_argmax(scores).to(self.device)
+        exact = self._exact_items(a)
+        exact_allowed = (exact >= 0) & allowed[self._rows, exact.clamp(min=0)]
+        return torch.where(exact_allowed, exact, picks)
+
+    def outcomes(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The observations after showing ``items`` now if the user accepts (the item joins the
+        window) and if not (nothing changes); None under ``state=drr``, whose accepted state is not
+        kept as a function of the observation alone."""
+        if self.spec.state != "items":
+            return None
+        shifted = torch.cat((self.window[:, 1:], items[:, None]), dim=1)
+        accepted = self._features_padded.index_select(0, shifted.reshape(-1)).view(self.num_envs, -1)
+        return accepted, self.observation()
+
     def allowed(self) -> torch.Tensor:
         """(N, n_items) bool: the items each slot may be shown at its next step."""
         n, dev = self.num_envs, self.device
@@ -626,6 +650,17 @@ class RatingVecEnv(gym.vector.VectorEnv):
     def allowed_items(self) -> torch.Tensor:
         """(N, n_items) bool: the items each slot may be shown at its next step."""
         return self._core.allowed()
+
+    def choose_items(self, actions: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        return self._core.choose(actions, allowed)
+
+    def binary_outcomes(self, items: torch.Tensor) -> Outcomes | None:
+        """Under ``reward=binary`` a step's reward is 1 exactly when the item joins the state (a
+        positive), so both follow from the accept bit; ``normalized_rating`` rewards do not."""
+        states = self._core.outcomes(items)
+        if states is None or self._core.spec.reward != "binary":
+            return None
+        return Outcomes(states[0], states[1], accepted_reward=1.0, rejected_reward=0.0)
 
     def snapshot(self) -> RatingEnvState:
         return self._core.snapshot()

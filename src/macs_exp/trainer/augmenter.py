@@ -99,6 +99,9 @@ class AugmenterContext:
     # stage 2), closed with the run's envs.
     env: BatchedEnv
     make_env: Callable[[], BatchedEnv]
+    # Another env like the run's whose steps are not charged to it: only for measurements that
+    # leave training unchanged (CTRL's gate asks it what an alternative action would have given).
+    make_probe_env: Callable[[], BatchedEnv]
     # ``make_agent(algo_cfg, seed)``: an agent for the env's spaces, on the run's device.
     make_agent: Callable[[AgentConfig, int], Agent]
     seed: int

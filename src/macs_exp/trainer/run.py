@@ -116,11 +116,16 @@ def _train(
     budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
     with ExitStack() as envs:
 
-        def make_env() -> BatchedEnv:
-            """An env like the run's, whose steps are its cost (as all but the evaluation's are)."""
+        def make_probe_env() -> BatchedEnv:
+            """An env like the run's, closed with the run's envs."""
             made = make_batched_env(env_cfg, env_cfg.num_envs, str(device), data=data)
             envs.callback(made.close)
-            return CountingEnv(made, budget.counter)
+            return made
+
+        def make_env() -> BatchedEnv:
+            """An env like the run's, whose steps are its cost (as all but the evaluation's and
+            the probes' are)."""
+            return CountingEnv(make_probe_env(), budget.counter)
 
         env = make_env()
         eval_env, ranking = evaluation_env(config, device, data)
@@ -136,6 +141,7 @@ def _train(
             cfg=config,
             env=env,
             make_env=make_env,
+            make_probe_env=make_probe_env,
             make_agent=agent_for,
             seed=config.seed,
             tracker=tracker,
