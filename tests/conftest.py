@@ -38,6 +38,18 @@ TINY_MACS = [
     "expert.algo.buffer_size=10000",
 ]
 
+# Small CTRL fits that still run the warm-up fit (at 100), a refit (at 300) and their gates in a
+# 400-step run.
+TINY_CTRL = [
+    "ctrl.pretrain_steps=20",
+    "ctrl.fit_steps=20",
+    "ctrl.batch_size=16",
+    "ctrl.net_arch=[32]",
+    "ctrl.gate_pairs=24",
+    "ctrl.warmup_frac=0.25",
+    "ctrl.refit_frac=0.5",
+]
+
 
 def transitions(
     obs: torch.Tensor,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY, TINY_CTRL
 from macs_exp.app import compose_config
 from macs_exp.config import to_config
 from macs_exp.ctrl.augment import CTRL_FILE
@@ -20,17 +21,6 @@ from macs_exp.ctrl.model import CausalModel
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.trainer.run import rating_data, run_experiment
 
-# Small fits that still run the warm-up fit, a refit and two gates in a 400-step run.
-TINY_CTRL = [
-    "mode=ctrl",
-    "ctrl.pretrain_steps=20",
-    "ctrl.fit_steps=20",
-    "ctrl.batch_size=16",
-    "ctrl.net_arch=[32]",
-    "ctrl.gate_pairs=24",
-    "ctrl.warmup_frac=0.25",
-    "ctrl.refit_frac=0.5",
-]
 CTRL_METRICS = {
     "ctrl/g_loss",
     "ctrl/d_loss",
@@ -188,9 +178,7 @@ def test_gate_passes_a_model_that_beats_the_reference_and_fails_one_that_does_no
 
 
 def _run(tmp_path: Path, *overrides: str) -> tuple[dict, dict, dict]:
-    from conftest import TINY
-
-    cfg = compose_config([*TINY, *TINY_CTRL, f"tracking.dir={tmp_path / 'outputs'}", *overrides])
+    cfg = compose_config([*TINY, "mode=ctrl", *TINY_CTRL, f"tracking.dir={tmp_path / 'outputs'}", *overrides])
     result = run_experiment(cfg, tmp_path / "run")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("macs").experiment_id])

@@ -351,3 +351,15 @@ def test_fig4_on_env_steps(
     assert expert[["env_steps", "mean", "n"]].values.tolist() == [
         [300.0, 2.0, 1], [400.0, pytest.approx(7 / 3), 2], [600.0, pytest.approx(11 / 3), 2], [700.0, 4.0, 1],
     ]  # fmt: skip
+
+
+def test_a_ctrl_run_is_a_curve_of_its_own_after_macs(mlflow_store: MlflowStore) -> None:
+    fill_fig4(mlflow_store)
+    mlflow_store.run(
+        "fig4", algo="ddpg", mode="ctrl", env="virtual_taobao", seed=0,
+        metrics={"eval/ctr": [(100, 1.0), (200, 1.2)]}, sweep_id="s1",
+    )  # fmt: skip
+    runs = load_runs(mlflow_store.client, "fig4")
+    frame, label = curves_module._fig4_frame(runs[runs["env"] == "virtual_taobao"])
+    assert list(frame["line"].cat.categories) == ["baseline", "expert", "joint", "ctrl", "random"]
+    assert label("DDPG", "ctrl") == "DDPG-CTRL"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TINY, TINY_MACS
+from conftest import REPO, TINY, TINY_CTRL, TINY_MACS
 from macs_exp.app import compose_config
 from macs_exp.schema import ResumeError
 from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, pack, unpack
@@ -152,6 +152,10 @@ def kill_and_resume(
         pytest.param("joint", ("stage2", 10, "SIGKILL"), None, False, marks=pytest.mark.slow),
         pytest.param("joint", ("step", 350, "SIGKILL"), RATED, False, marks=pytest.mark.slow),
         pytest.param("random_mask", ("step", 350, "SIGKILL"), None, True, marks=pytest.mark.slow),
+        # CTRL on the rating env: after the checkpoint at 200, the refit at 300 and its gate.
+        pytest.param(
+            "ctrl", ("step", 350, "SIGKILL"), ["env=tiny_ratings", *TINY_CTRL], False, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_killed_and_resumed_run_has_the_uninterrupted_history(
