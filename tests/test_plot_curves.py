@@ -353,6 +353,7 @@ def test_fig4_on_env_steps(
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_ctrl_run_is_a_curve_of_its_own_after_macs(mlflow_store: MlflowStore) -> None:
     fill_fig4(mlflow_store)
     mlflow_store.run(
