@@ -73,7 +73,6 @@ class CtrlAugmenter(NoAugmentation):
         self.cfg = cfg
         self.probe_env = probe_env
         self.info = env_info(env, context.cfg.env.id)
-        self.catalogue = isinstance(env, ItemCatalogue)
         rule = (
             env.binary_outcomes(torch.zeros(env.num_envs, dtype=torch.int64))
             if isinstance(env, BinaryOutcomes)
@@ -145,11 +144,16 @@ class CtrlAugmenter(NoAugmentation):
         items = [env.choose_items(alt, others) for alt in alternatives]
         valid = torch.stack([others[torch.arange(len(real)), item] for item in items])
         alt = torch.stack([features[item] for item in items])
-        outcomes = None
-        if self.binary:
-            assert isinstance(env, BinaryOutcomes)
-            outcomes = [o for o in (env.binary_outcomes(item) for item in items) if o is not None]
+        outcomes = [self._outcomes(env, item) for item in items] if self.binary else None
         return _Prepared(features[real], alt, alt, valid, outcomes, None)
+
+    @staticmethod
+    def _outcomes(env: ItemCatalogue, items: torch.Tensor) -> Outcomes:
+        """The two outcomes of showing ``items``, from an env known to declare them."""
+        assert isinstance(env, BinaryOutcomes)
+        outcomes = env.binary_outcomes(items)
+        assert outcomes is not None, "the env declared binary outcomes when the run started"
+        return outcomes
 
     def _gate_due(self) -> bool:
         """Whether this step's transitions are held out for the gate of the coming fit."""
@@ -203,43 +207,46 @@ class CtrlAugmenter(NoAugmentation):
         obs = real.obs.float().flatten(1)
         alt_context = torch.cat((obs, prepared.alt_features[k].flatten(1)), dim=1)
         outcomes = prepared.alt_outcomes[k] if prepared.alt_outcomes else None
-        pred = self._predict(context, outcome, alt_context, obs, outcomes)
+        cf = self.model.counterfactual(context, outcome, alt_context)
+        reward, next_obs = self._resolve(cf, obs, alt_context, outcomes)
         v = prepared.valid[k]
-        cf = dataclasses.replace(
+        twins = dataclasses.replace(
             real.select(v),
             actions=prepared.alt_actions[k][v].to(real.actions.dtype),
-            rewards=pred.reward[v].to(real.rewards.dtype),
-            next_obs=pred.next_obs[v].view_as(real.next_obs[v]),
+            rewards=reward[v].to(real.rewards.dtype),
+            next_obs=next_obs[v].view_as(real.next_obs[v]),
         )
-        self.stats.add(0, 0, gap=pred.reward[v] - real.rewards[v].float())
-        return cf
+        self.stats.add(0, 0, gap=reward[v] - real.rewards[v].float())
+        return twins
 
-    def _predict(
-        self,
-        context: torch.Tensor,
-        outcome: torch.Tensor,
-        alt_context: torch.Tensor,
-        obs: torch.Tensor,
-        outcomes: Outcomes | None,
-    ) -> Prediction:
-        """Abduction, action and prediction for a batch, with the reward by the env's rule on a
-        binary-outcome env (the accepted reward where the gate opens) or by the reward head."""
-        model = self.model
-        cf = model.counterfactual(context, outcome, alt_context)
-        no_u = model.counterfactual(context, outcome, alt_context, use_noise=False)
-        with torch.no_grad():
-            reference = model.reference_reward(model.context_norm(alt_context))
+    def _resolve(
+        self, cf: torch.Tensor, obs: torch.Tensor, alt_context: torch.Tensor, outcomes: Outcomes | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward and next observation of a generated outcome: on a binary-outcome env the
+        env's rule and the mode the gate opens to, else the reward head and s + (s' - s)."""
         if outcomes is not None:
-            accept, accept_no_u = cf[:, 0] > 0, no_u[:, 0] > 0
+            accept = cf[:, 0] > 0
             reward = torch.where(accept, outcomes.accepted_reward, outcomes.rejected_reward)
-            next_obs = torch.where(accept[:, None], outcomes.accepted, outcomes.rejected)
-            next_no_u = torch.where(accept_no_u[:, None], outcomes.accepted, outcomes.rejected)
-            # The reference classifies too: accepted where its regression says more likely than not.
+            return reward, torch.where(accept[:, None], outcomes.accepted, outcomes.rejected)
+        low, high = self.info.reward_range
+        return self.model.counterfactual_reward(alt_context, cf).clamp(low, high), obs + cf
+
+    def _predict(self, pairs: GatePairs, outcomes: Outcomes | None) -> Prediction:
+        """The gate's view of the held-out pairs: the counterfactual with the abducted u and with
+        u = 0, and the SCM-free reference (which classifies too on binary rewards: accepted where
+        its regression says more likely than not)."""
+        model = self.model
+        cf = model.counterfactual(pairs.context, pairs.outcome, pairs.alt_context)
+        no_u = model.counterfactual(pairs.context, pairs.outcome, pairs.alt_context, use_noise=False)
+        reward, next_obs = self._resolve(cf, pairs.obs, pairs.alt_context, outcomes)
+        next_no_u = self._resolve(no_u, pairs.obs, pairs.alt_context, outcomes)[1]
+        with torch.no_grad():
+            reference = model.reference_reward(model.context_norm(pairs.alt_context))
+        if outcomes is not None:
             ref = torch.where(reference > 0.5, outcomes.accepted_reward, outcomes.rejected_reward)
             return Prediction(reward, cf[:, 0], next_obs, next_no_u, ref, reference)
         low, high = self.info.reward_range
-        reward = model.counterfactual_reward(alt_context, cf).clamp(low, high)
-        return Prediction(reward, reward, obs + cf, obs + no_u, reference.clamp(low, high), reference)
+        return Prediction(reward, reward, next_obs, next_no_u, reference.clamp(low, high), reference)
 
     # --- fitting and the gate ---------------------------------------------------------------
     def episodes_ended(
@@ -259,13 +266,14 @@ class CtrlAugmenter(NoAugmentation):
         return metrics
 
     def _run_gate(self) -> dict[str, float]:
-        """Scores the held-out pairs, then adds their real transitions to the store."""
+        """Scores the held-out pairs. Their real transitions are not fitted to, by this fit or any
+        later one, so that no gate scores the model on what it was fitted to."""
         if not self.gate:
             return {}
         pairs = GatePairs.cat(self.gate)
         self.gate = []
         outcomes = Outcomes(pairs.alt_accepted, pairs.obs, *self.reward_rule) if self.binary else None
-        pred = self._predict(pairs.context, pairs.outcome, pairs.alt_context, pairs.obs, outcomes)
+        pred = self._predict(pairs, outcomes)
         low, high = self.info.reward_range
         metrics = gate_metrics(pairs, pred, self.cfg.gate_tolerance * (high - low), self.binary)
         passed = bool(metrics["ctrl/gate_pass"])
