@@ -14,7 +14,7 @@ import torch
 from macs_exp import plugins
 from macs_exp.agents.base import DivergenceError
 from macs_exp.agents.items import ItemSpace
-from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Resumable, Transitions
+from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Resumable, SamplesActions, Transitions
 
 __all__ = [
     "Agent",
@@ -23,6 +23,7 @@ __all__ = [
     "ItemSpace",
     "Policy",
     "Resumable",
+    "SamplesActions",
     "Transitions",
     "make_agent",
 ]

@@ -32,6 +32,7 @@ means "not known": every item is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -65,6 +66,12 @@ class Transitions:
     next_obs: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
+    # Synthesised transitions only: the row of the vector step's real transitions each row was
+    # made from, and whether each row's next observation is that real row's own, so that the
+    # real trajectory's return continues from it (MACS's twins, the random mask) or not (CTRL's
+    # generated next states). An on-policy agent needs both to give a row a return.
+    source: torch.Tensor | None = None
+    continues_real: bool = False
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -78,7 +85,16 @@ class Transitions:
             self.next_obs[rows],
             self.terminated[rows],
             self.truncated[rows],
+            None if self.source is None else self.source[rows],
+            self.continues_real,
         )
+
+    def derived(self, rows: torch.Tensor, *, continues_real: bool, **changes: torch.Tensor) -> Transitions:
+        """Synthesised transitions made from the real rows picked by ``rows`` (a boolean mask),
+        with ``changes`` to their fields, each row linked to the real row it came from."""
+        picked = self.select(rows)
+        source = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
+        return dataclasses.replace(picked, source=source, continues_real=continues_real, **changes)
 
 
 @dataclass
@@ -130,3 +146,14 @@ class Resumable(Protocol):
     def training_state(self) -> dict[str, Any]: ...
 
     def load_training_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SamplesActions(Protocol):
+    """An agent whose behaviour policy is a distribution it can draw from with a caller's
+    random stream, leaving its own untouched (TPGR): CTRL draws its alternative actions a' from
+    it, so that they are what the policy itself might have done."""
+
+    def sample_actions(
+        self, obs: torch.Tensor, allowed: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor: ...

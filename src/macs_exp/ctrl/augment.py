@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from macs_exp import plugins
-from macs_exp.agents import Transitions
+from macs_exp.agents import SamplesActions, Transitions
 from macs_exp.ctrl.config import CtrlConfig
 from macs_exp.ctrl.fit import Optimisers, TransitionStore, fit
 from macs_exp.ctrl.gate import GatePairs, Prediction, gate_metrics
@@ -109,6 +109,8 @@ class CtrlAugmenter(NoAugmentation):
         self.gate_results: list[bool] = []
         self.gate: list[GatePairs] = []
         self.stats = CounterfactualStats()
+        # Where alternative actions come from the recommender's own behaviour policy.
+        self.sampler = context.agent if isinstance(context.agent, SamplesActions) else None
         self.checkpoint = context.output_dir / CTRL_FILE
         self._pending: _Prepared | None = None
 
@@ -119,33 +121,38 @@ class CtrlAugmenter(NoAugmentation):
 
     def before_step(self, env: BatchedEnv, obs: torch.Tensor, actions: torch.Tensor) -> None:
         k = self.cfg.per_transition
-        alternatives = [self._perturbed(actions) for _ in range(k)]
         if not isinstance(env, ItemCatalogue):
-            alt = torch.stack(alternatives)
+            alt = torch.stack([self._perturbed(actions) for _ in range(k)])
             prepared = _Prepared(
                 actions.float(), alt, alt, torch.ones(k, len(obs), dtype=torch.bool), None, None
             )
         else:
-            prepared = self._prepare_items(env, actions, alternatives)
+            prepared = self._prepare_items(env, obs, actions)
         if self._gate_due():
             prepared.probe = self._probe(env, prepared.alt_actions[0])
         self._pending = prepared
 
-    def _prepare_items(
-        self, env: ItemCatalogue, actions: torch.Tensor, alternatives: list[torch.Tensor]
-    ) -> _Prepared:
-        """On an item env, a' shows another allowed item than a does (by the env's own rule), and
-        the counterfactual stores that item's features, the action that names it exactly."""
+    def _prepare_items(self, env: ItemCatalogue, obs: torch.Tensor, actions: torch.Tensor) -> _Prepared:
+        """On an item env, a' shows another allowed item than a does (by the env's own rule):
+        a' is a + noise, stored as that item's features, the action that names it exactly; or,
+        for an agent with a behaviour distribution (``SamplesActions``: TPGR), an item drawn from
+        it, stored as the agent names items."""
         features = env.item_features()
         allowed = env.allowed_items()
         real = env.choose_items(actions, allowed)
+        rows = torch.arange(len(real))
         others = allowed.clone()
-        others[torch.arange(len(real)), real] = False
-        items = [env.choose_items(alt, others) for alt in alternatives]
-        valid = torch.stack([others[torch.arange(len(real)), item] for item in items])
+        others[rows, real] = False
+        k = self.cfg.per_transition
+        if self.sampler is not None:
+            items = [self.sampler.sample_actions(obs, others, self.generator) for _ in range(k)]
+        else:
+            items = [env.choose_items(self._perturbed(actions), others) for _ in range(k)]
+        valid = torch.stack([others[rows, item] for item in items])
         alt = torch.stack([features[item] for item in items])
+        named = torch.stack(items).to(actions.dtype) if self.sampler is not None else alt
         outcomes = [self._outcomes(env, item) for item in items] if self.binary else None
-        return _Prepared(features[real], alt, alt, valid, outcomes, None)
+        return _Prepared(features[real], alt, named, valid, outcomes, None)
 
     @staticmethod
     def _outcomes(env: ItemCatalogue, items: torch.Tensor) -> Outcomes:
@@ -210,8 +217,9 @@ class CtrlAugmenter(NoAugmentation):
         cf = self.model.counterfactual(context, outcome, alt_context)
         reward, next_obs = self._resolve(cf, obs, alt_context, outcomes)
         v = prepared.valid[k]
-        twins = dataclasses.replace(
-            real.select(v),
+        twins = real.derived(
+            v,
+            continues_real=False,
             actions=prepared.alt_actions[k][v].to(real.actions.dtype),
             rewards=reward[v].to(real.rewards.dtype),
             next_obs=next_obs[v].view_as(real.next_obs[v]),

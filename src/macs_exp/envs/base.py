@@ -48,7 +48,9 @@ class BatchedEnv(Protocol):
 @runtime_checkable
 class ItemCatalogue(Protocol):
     """An env whose actions choose among a finite set of items (the rating env): what an agent
-    that chooses items itself (``algo.action_mapping=knn``) needs to know of it."""
+    that chooses items itself (``algo.action_mapping=knn``, ``algo=tpgr``) needs to know of it.
+    Besides Box directions, its ``step`` and ``choose_items`` take (N,) integer item ids: id i
+    acts as row i of ``item_features``, which shows item i whenever it is allowed."""
 
     def item_features(self) -> torch.Tensor:
         """(n_items, act_dim) float32: passing row i as an action shows item i if it is allowed."""

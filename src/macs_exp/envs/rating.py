@@ -12,7 +12,9 @@ unrated items earn 0, except in training episodes under ``train_reward="model"``
 earn what the data's rating model predicts (``data.reward_model``), and count as positives for
 the state when that prediction does. One exception to the argmax: an action that is, bit for
 bit, an allowed item's own feature vector shows that item (how a knn agent names the item it
-chose; an item's features need not score highest against themselves, as they are not normalised).
+chose; an item's features need not score highest against themselves, as they are not normalised),
+and so does an item id: an action may be an (N,) integer array of items (how TPGR names them),
+each of which counts as its item's feature vector.
 
 Train episodes start at a random chronological cut of a random user's training sequence, so
 everything rated after the cut is there to be found; test episodes start after the whole
@@ -399,13 +401,13 @@ class RatingCore:
         different actions still draw the same users at the next episode start (a ``rated``
         episode's length depends on its candidates only, not on what was shown).
         """
-        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        a, exact = self._actions(actions)
         if self.rated is None:
-            items = self._recommend_from_catalog(a)
+            items = self._recommend_from_catalog(a, exact)
             self.step_count += 1
             done = torch.full((self.num_envs,), self.step_count >= self.episode_length, device=self.device)
         else:
-            items = self._recommend_from_candidates(a, self.rated)
+            items = self._recommend_from_candidates(a, exact, self.rated)
             self.rated.shown.add_(1)
             done = self.rated.shown >= self.rated.length
         rewards, positive = self._lookup(self.users, items)
@@ -413,9 +415,8 @@ class RatingCore:
         self.window = torch.where(positive[:, None], shifted, self.window)
         return items, rewards, done
 
-    def _recommend_from_catalog(self, a: torch.Tensor) -> torch.Tensor:
+    def _recommend_from_catalog(self, a: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
         t = self.step_count
-        exact = self._exact_items(a)
         for (lo, hi), history in zip(self._blocks, self._history, strict=True):
             scores = a[lo:hi] @ self._features.T
             scores.index_put_(history, self._excluded)
@@ -429,9 +430,10 @@ class RatingCore:
             self.recommended[lo:hi, t] = torch.where(exact_allowed, exact[lo:hi], picks)
         return self.recommended[:, t].clone()
 
-    def _recommend_from_candidates(self, a: torch.Tensor, rated: RatedCandidates) -> torch.Tensor:
+    def _recommend_from_candidates(
+        self, a: torch.Tensor, exact: torch.Tensor, rated: RatedCandidates
+    ) -> torch.Tensor:
         picks = torch.empty(self.num_envs, dtype=torch.int64, device=self.device)
-        exact = self._exact_items(a)
         for lo, hi in self._blocks:
             scores = (a[lo:hi] @ self._features.T).gather(1, rated.items[lo:hi])
             scores.masked_fill_(~rated.available[lo:hi], self._excluded)
@@ -443,6 +445,22 @@ class RatingCore:
         self.recommended[self._rows, rated.shown] = items
         return items
 
+    def _actions(self, actions: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Directions (N, feature_dim) float32 and the item each action names exactly (N,), or -1.
+
+        An action is a direction, or an item id: an (N,) integer array. Item i is then the
+        direction of its own features that names it exactly, so it is shown when allowed and the
+        best-scoring allowed item against its features otherwise, as a knn agent's action would."""
+        raw = torch.as_tensor(actions, device=self.device)
+        if raw.ndim == 1 and not raw.is_floating_point():
+            ids = raw.long()
+            if bool(((ids < 0) | (ids >= self.n_items)).any()):
+                bad = int(ids[(ids < 0) | (ids >= self.n_items)][0])
+                raise ValueError(f"item id {bad} is outside the catalogue's 0..{self.n_items - 1}")
+            return self._features[ids], ids
+        a = raw.to(torch.float32)
+        return a, self._exact_items(a)
+
     def _exact_items(self, a: torch.Tensor) -> torch.Tensor:
         """(N,) the item whose feature vector each action is, bit for bit, or -1."""
         rows = a.cpu().numpy()
@@ -452,12 +470,11 @@ class RatingCore:
         """(N,) the items ``step`` would show for ``actions`` if only ``allowed`` were allowed: the
         exact item where an action is an allowed item's features, else the best-scoring allowed item
         (the first on ties, as ``step``'s argmax over candidates in index order)."""
-        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        a, exact = self._actions(actions)
         picks = torch.empty(self.num_envs, dtype=torch.int64, device=self.device)
         for lo, hi in self._blocks:
             scores = (a[lo:hi] @ self._features.T).masked_fill_(~allowed[lo:hi], self._excluded)
             picks[lo:hi] = _row_argmax(scores).to(self.device)
-        exact = self._exact_items(a)
         exact_allowed = (exact >= 0) & allowed[self._rows, exact.clamp(min=0)]
         return torch.where(exact_allowed, exact, picks)
 

@@ -3,7 +3,6 @@ and the ``cf/*`` bookkeeping (see ``macs_exp.trainer.augmenter`` for the protoco
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -123,7 +122,7 @@ class MacsAugmenter(NoAugmentation):
         v = cf.valid
         # (s_c, a_t, s_{t+1}, r_c): the counterfactual state with the real action, next state and
         # episode end, and the reward the real action earns from s_c.
-        twins = dataclasses.replace(real.select(v), obs=cf.states[v], rewards=cf.rewards[v])
+        twins = real.derived(v, continues_real=True, obs=cf.states[v], rewards=cf.rewards[v])
         self.stats.add(len(real), len(twins), cf.rewards[v] - real.rewards[v], (twins.obs, real.obs[v]))
         return [twins]
 

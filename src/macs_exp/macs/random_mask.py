@@ -51,9 +51,7 @@ class RandomMaskAugmenter(NoAugmentation):
     def after_step(self, real: Transitions) -> list[Transitions]:
         masked = random_mask(real.obs, self.mask_prob, self.generator)
         self.stats.add(len(real), len(real), states=(masked, real.obs))
-        return [
-            Transitions(masked, real.actions, real.rewards, real.next_obs, real.terminated, real.truncated)
-        ]
+        return [real.derived(torch.ones(len(real), dtype=torch.bool), continues_real=True, obs=masked)]
 
     def metrics(self) -> dict[str, float]:
         return self.stats.metrics()

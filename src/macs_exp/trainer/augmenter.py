@@ -104,6 +104,9 @@ class AugmenterContext:
     make_probe_env: Callable[[], BatchedEnv]
     # ``make_agent(algo_cfg, seed)``: an agent for the env's spaces, on the run's device.
     make_agent: Callable[[AgentConfig, int], Agent]
+    # The recommender the run trains (CTRL draws alternative actions from its behaviour policy
+    # where it has one; ``macs_exp.agents.SamplesActions``).
+    agent: Agent
     seed: int
     tracker: Tracker
     # The run's folder (checkpoints such as pi_c.pt go there) and its budget.

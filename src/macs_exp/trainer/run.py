@@ -143,6 +143,7 @@ def _train(
             make_env=make_env,
             make_probe_env=make_probe_env,
             make_agent=agent_for,
+            agent=agent,
             seed=config.seed,
             tracker=tracker,
             train_run=run_experiment,
