@@ -7,6 +7,8 @@ reference runs in the project's issue 2.
 
 Prints one line per figure, ``bench <name> <value> <unit>``:
 - VirtualTaobao user-steps/s: the single env, and the batched env at N=1 and N=256;
+- TPGR on ML-1M-sized data: seconds for a greedy evaluation of every test user, and for one
+  training step (collection and update) of 64 users x 16 episodes (``tpgr_*``);
 - trainer user-steps/s for DDPG, SAC and TD3 on VirtualTaobao with the default (paper's)
   settings, one user at a time and one gradient step per env step, next to
   stable-baselines3 with the same hyperparameters and network sizes, twice:
@@ -25,13 +27,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from macs_exp.agents import ItemSpace, Transitions, make_agent
 from macs_exp.app import compose_config
+from macs_exp.config import to_config
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.envs.virtual_taobao import VirtualTaobaoEnv, VirtualTaobaoVecEnv
 from macs_exp.trainer.process import configure_torch
 from macs_exp.trainer.run import run_experiment
+from macs_exp.trainer.trainer import evaluate
 
 ALGOS = ("ddpg", "sac", "td3")
 
@@ -229,7 +235,47 @@ def bench_macs_overhead(algo: str, steps: int, threads: int, extra: list[str]) -
     emit(f"macs_joint_overhead_{algo}", joint / baseline, "ratio")
 
 
-SECTIONS = ("env", "trainer", "macs", "rating", "preprocess")
+def bench_tpgr() -> None:
+    """TPGR at its defaults on ML-1M-sized synthetic data (6040 users, 3706 items, a 61-ary tree):
+    the greedy evaluation of every test user, and one training step of 64 users x 16 episodes,
+    i.e. 1024 episodes collected side by side (the env draws its users at random, so these are
+    1024 random users) and the REINFORCE update on them."""
+    data = synthetic_rating_data(6040, 3706, 33, seed=0)
+    algo = to_config(compose_config(["algo=tpgr", "env=ml1m"])).algo
+    test_env = RatingVecEnv(None, data, split="test")
+    items = ItemSpace(test_env.item_features())
+    agent = make_agent(algo, test_env.single_observation_space, test_env.single_action_space, "cpu", 0, items)
+    start = time.perf_counter()
+    evaluate(agent, test_env, seed=0, items_per_page=None)
+    emit("tpgr_eval_ml1m_all_users_s", time.perf_counter() - start, "s")
+    train_env = RatingVecEnv(64 * 16, data)
+    obs = torch.as_tensor(train_env.reset(seed=0)[0])
+    start = time.perf_counter()
+    for _ in range(10):
+        actions = agent.explore(obs, train_env.allowed_items())
+        next_obs, rewards, terminated, truncated, _ = train_env.step(actions.numpy())
+        agent.observe(
+            Transitions(
+                obs,
+                actions,
+                torch.as_tensor(rewards),
+                torch.as_tensor(next_obs),
+                torch.as_tensor(terminated),
+                torch.as_tensor(truncated),
+            )
+        )
+        obs = torch.as_tensor(next_obs)
+    collected = time.perf_counter() - start
+    start = time.perf_counter()
+    updates = agent.learn()
+    updated = time.perf_counter() - start
+    assert updates, "1024 finished episodes make a batch"
+    emit("tpgr_collect_64x16_s", collected, "s")
+    emit("tpgr_update_64x16_s", updated, "s")
+    emit("tpgr_train_step_64x16_s", collected + updated, "s")
+
+
+SECTIONS = ("env", "trainer", "macs", "rating", "preprocess", "tpgr")
 
 
 def main() -> None:
@@ -277,6 +323,8 @@ def main() -> None:
         bench_rating_env()
     if "preprocess" in args.only:
         bench_preprocessing(args.data_root)
+    if "tpgr" in args.only:
+        bench_tpgr()
     if "macs" in args.only:
         for algo in ALGOS:
             bench_macs_overhead(algo, args.macs_steps, args.threads, args.overrides)

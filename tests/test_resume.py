@@ -66,14 +66,18 @@ RATED = [
     "algo.action_mapping=knn",
     "macs.algo.action_mapping=knn",
 ]
+TPGR_RATED = ["algo=tpgr", "algo.batch_episodes=4", "env=tiny_ratings", "env.candidates=rated"]
 
 
 def overrides(mode: str, tmp_path: Path, env: list[str] | None = None) -> list[str]:
+    env = env or ["env=virtual_taobao"]
+    # TINY's algo keys are the off-policy agents'; another algo comes with its own settings.
+    other_algo = any(o.startswith("algo=") for o in env)
     return [
-        *TINY,
+        *(o for o in TINY if not (other_algo and o.startswith("algo."))),
         *TINY_MACS,
         f"mode={mode}",
-        *(env or ["env=virtual_taobao"]),
+        *env,
         "trainer.checkpoint_every=200",
         f"tracking.dir={tmp_path / 'outputs'}",
         f"expert.cache_dir={tmp_path / 'experts'}",
@@ -155,6 +159,10 @@ def kill_and_resume(
         # CTRL on the rating env: after the checkpoint at 200, the refit at 300 and its gate.
         pytest.param(
             "ctrl", ("step", 350, "SIGKILL"), ["env=tiny_ratings", *TINY_CTRL], False, marks=pytest.mark.slow
+        ),
+        # TPGR-J: episodes still running, with their counterfactual twins, at the checkpoint.
+        pytest.param(
+            "joint", ("step", 350, "SIGKILL"), TPGR_RATED, False, marks=pytest.mark.slow, id="tpgr-joint-rated"
         ),
     ],
 )

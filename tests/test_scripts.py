@@ -51,6 +51,7 @@ def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
         expected |= {f"trainer_{algo}_steps_per_s", f"sb3_{algo}_steps_per_s"}
         expected |= {f"trainer_speedup_vs_sb3_{algo}", f"macs_joint_overhead_{algo}"}
     expected |= {"rating_env_n1", "rating_env_n256"}
+    expected |= {"tpgr_eval_ml1m_all_users_s", "tpgr_train_step_64x16_s", "tpgr_update_64x16_s"}
     assert expected <= set(figures)
     assert figures["vtb_batched_speedup_n256"][1] == figures["macs_joint_overhead_ddpg"][1] == "ratio"
     assert figures["macs_stage2_runs_ddpg"][0] >= 1

@@ -58,6 +58,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
     for seed, recall in enumerate([0.2, 0.3, 0.4]):
         run("sac", "baseline", "ml100k", seed, rating(recall))
     run("sac", "expert", "ml100k", 0, status="RUNNING")
+    # TPGR, the discrete recommender, comes after the actor-critics and before the references.
+    for seed, recall in enumerate([0.05, 0.1, 0.15]):
+        run("tpgr", "baseline", "ml100k", seed, rating(recall))
+        run("tpgr", "ctrl", "ml100k", seed, rating(recall + 0.01))
     for seed in range(3):
         run("td3", "baseline", "ml100k", seed, status="KILLED" if seed else "FAILED")
         run("random", "baseline", "ml100k", seed, rating(0.01))
@@ -96,6 +100,10 @@ def test_rows_and_columns_follow_the_paper_order(table: pd.DataFrame) -> None:
         "TD3-E",
         "TD3-J",
         "TD3-CTRL",
+        "TPGR",
+        "TPGR-E",
+        "TPGR-J",
+        "TPGR-CTRL",
         "Random",
         "Popular",
     ]
@@ -207,7 +215,7 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
     assert [p.name for p in paths] == ["table1-s1.md", "table1-s1.csv", "table1-s1.tex"]
     csv = pd.read_csv(paths[1], keep_default_na=False)
     assert tuple(csv.columns) == CSV_COLUMNS
-    assert len(csv) == 14 * 5
+    assert len(csv) == 18 * 5
     joint = csv[(csv["row"] == "DDPG-J") & (csv["metric"] == "test/recall")].iloc[0]
     assert (joint["n"], joint["expected"], joint["failed"], joint["status"], joint["mark"]) == (
         2,
@@ -224,7 +232,7 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
         paths[0]
         .read_text()
         .rstrip()
-        .endswith("cells: 18 complete, 6 partial, 3 failed, 3 running, 40 missing")
+        .endswith("cells: 24 complete, 6 partial, 3 failed, 3 running, 54 missing")
     )
 
 
@@ -237,7 +245,7 @@ def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "## Table I: table1"
-    assert lines[-1] == "cells: 18 complete, 6 partial, 3 failed, 3 running, 40 missing"
+    assert lines[-1] == "cells: 24 complete, 6 partial, 3 failed, 3 running, 54 missing"
     assert any(line.startswith("| DDPG-E | **0.4000 ± 0.1000** (n=3) +100.0% (p=0.070) |") for line in lines)
     assert sorted(p.name for p in out.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
 

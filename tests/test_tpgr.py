@@ -4,12 +4,14 @@ env, MACS's and CTRL's terms, reproducibility and checkpoints."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from conftest import TINY_CTRL, TINY_MACS
 from macs_exp.agents import ItemSpace, Transitions, make_agent
@@ -277,6 +279,7 @@ def _history(tmp_path: Path, *overrides: str) -> dict[str, list]:
     return {k: v for k, v in result.history.items() if not k.startswith("perf/")}
 
 
+@pytest.mark.slow
 def test_a_run_is_reproducible_from_its_seed(tmp_path: Path) -> None:
     first = _history(tmp_path / "a")
     assert _history(tmp_path / "b") == first
@@ -284,6 +287,7 @@ def test_a_run_is_reproducible_from_its_seed(tmp_path: Path) -> None:
     assert "train/policy_loss" in first and first["test/precision"]
 
 
+@pytest.mark.slow
 def test_joint_without_augmentation_equals_the_baseline(tmp_path: Path) -> None:
     baseline = _history(tmp_path / "a", "mode=baseline")
     joint = _history(tmp_path / "b", "mode=joint", "macs.augment_prob=0", *TINY_MACS)
@@ -293,6 +297,7 @@ def test_joint_without_augmentation_equals_the_baseline(tmp_path: Path) -> None:
     assert augmented["train/policy_loss"] != baseline["train/policy_loss"]
 
 
+@pytest.mark.slow
 def test_ctrl_draws_alternatives_from_the_policy(tmp_path: Path) -> None:
     history = _history(tmp_path, "mode=ctrl", *TINY_CTRL)
     assert history["ctrl/fits"][-1][1] >= 1 and history["cf/transitions"][-1][1] > 0
@@ -342,3 +347,31 @@ def test_a_saved_tpgr_refuses_another_catalogue(tmp_path: Path) -> None:
     agent_over(features, 6).save(tmp_path / "a.pt")
     with pytest.raises(ValueError, match="items"):
         agent_over(torch.randn(40, 3), 6).load(tmp_path / "a.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("candidates", ["catalog", "rated"])
+@pytest.mark.parametrize("mode", ["baseline", "expert", "joint", "ctrl"])
+def test_every_mode_runs_under_both_protocols_and_logs_table1(
+    mode: str, candidates: str, tmp_path: Path
+) -> None:
+    cfg = compose_config(
+        [
+            *TINY_TPGR,
+            *TINY_MACS,
+            *TINY_CTRL,
+            f"mode={mode}",
+            f"env.candidates={candidates}",
+            f"tracking.dir={tmp_path / 'outputs'}",
+            f"expert.cache_dir={tmp_path / 'experts'}",
+        ]
+    )
+    result = run_experiment(cfg, tmp_path / "run")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["algo"] == "tpgr"
+    for metric in ("test/precision", "test/recall", "test/accuracy", "test/ndcg", "test/hit_rate"):
+        assert 0 <= run.data.metrics[metric] <= 1
+    assert math.isfinite(run.data.metrics["train/policy_loss"])
+    if mode != "baseline":
+        assert run.data.metrics["cf/transitions"] > 0

@@ -298,9 +298,7 @@ class TPGR:
                         f"tpgr: {key} became {v} at update {self.n_updates}; lower algo.learning_rate"
                     )
                 sums[key] = sums.get(key, 0.0) + v
-        metrics = {k: v / len(steps) for k, v in sums.items()}
-        metrics["episodes"] = float(batch.episodes)
-        return metrics
+        return {k: v / len(steps) for k, v in sums.items()}
 
     def _advantage_scale(self, real: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The standardisation of the batch, fixed before its updates: the offset of a return
