@@ -78,7 +78,8 @@ def test_unknown_group_option_lists_the_choices() -> None:
         compose_config(["algo=nope"])
     listed = str(err.value).split("Available options in 'algo':")[1]
     options = listed.split("Config search path")[0].split()
-    assert options == ["ddpg", "popular", "random", "sac", "td3", "tpgr"]  # and no schema, which is not runnable
+    # ... and no schema, which is not runnable.
+    assert options == ["ddpg", "popular", "random", "sac", "td3", "tpgr"]
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,12 @@ def kill_and_resume(
         ),
         # TPGR-J: episodes still running, with their counterfactual twins, at the checkpoint.
         pytest.param(
-            "joint", ("step", 350, "SIGKILL"), TPGR_RATED, False, marks=pytest.mark.slow, id="tpgr-joint-rated"
+            "joint",
+            ("step", 350, "SIGKILL"),
+            TPGR_RATED,
+            False,
+            marks=pytest.mark.slow,
+            id="tpgr-joint-rated",
         ),
     ],
 )
