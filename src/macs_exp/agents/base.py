@@ -30,6 +30,7 @@ from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.knn import KnnMapping, Values
 from macs_exp.agents.networks import QEnsemble
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
+from macs_exp.agents.saved import load_agent, save_agent
 from macs_exp.agents.schedule import UpdateSchedule
 from macs_exp.schema import ConfigError, Rules, check
 
@@ -260,24 +261,11 @@ class OffPolicyAgent:
         self.schedule.load_state(state["schedule"])
 
     def save(self, path: str | Path) -> None:
-        checkpoint = {
-            "algo": self.name,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            **self.state_dict(),
-        }
-        torch.save(checkpoint, path)
+        save_agent(path, self.name, {"obs_dim": self.obs_dim, "act_dim": self.act_dim}, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        checkpoint = torch.load(path, map_location=self.device, weights_only=True)
-        if checkpoint.get("algo") != self.name:
-            raise ValueError(f"{path} holds a {checkpoint.get('algo')!r} agent, not {self.name!r}")
-        if (checkpoint["obs_dim"], checkpoint["act_dim"]) != (self.obs_dim, self.act_dim):
-            raise ValueError(
-                f"{path} was trained for obs/action dims {checkpoint['obs_dim']}/{checkpoint['act_dim']}, "
-                f"this env has {self.obs_dim}/{self.act_dim}"
-            )
-        self.load_state_dict(checkpoint)
+        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim}
+        self.load_state_dict(load_agent(path, self.name, sizes, self.device))
 
 
 class Adam:

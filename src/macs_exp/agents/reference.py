@@ -19,6 +19,7 @@ import torch
 from macs_exp import plugins
 from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
+from macs_exp.agents.saved import load_agent, save_agent
 
 
 @dataclass
@@ -99,16 +100,10 @@ class ReferencePolicy:
         self.load_state_dict(state)
 
     def save(self, path: str | Path) -> None:
-        torch.save({"algo": self.name, "act_dim": self.act_dim, **self.state_dict()}, path)
+        save_agent(path, self.name, {"act_dim": self.act_dim}, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if checkpoint.get("algo") != self.name or checkpoint.get("act_dim") != self.act_dim:
-            raise ValueError(
-                f"{path} holds a {checkpoint.get('algo')!r} policy for {checkpoint.get('act_dim')} action "
-                f"dims, not {self.name!r} for {self.act_dim}"
-            )
-        self.load_state_dict(checkpoint)
+        self.load_state_dict(load_agent(path, self.name, {"act_dim": self.act_dim}, "cpu"))
 
 
 @plugins.agent("random", ReferenceConfig, order=90)

@@ -37,6 +37,7 @@ from macs_exp.agents.episodes import EpisodeBatch, Episodes
 from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.networks import MLP
 from macs_exp.agents.protocol import AgentConfig, Policy, Transitions
+from macs_exp.agents.saved import load_agent, save_agent
 from macs_exp.agents.tree import SPLITS, ItemTree, build_tree, children_for
 from macs_exp.schema import ConfigError, Rules, check
 
@@ -401,17 +402,8 @@ class TPGR:
             self.episodes.load_state(state["episodes"])
 
     def save(self, path: str | Path) -> None:
-        torch.save(
-            {"algo": self.name, "obs_dim": self.obs_dim, "n_items": self.n_items, **self.state_dict()}, path
-        )
+        save_agent(path, self.name, {"obs_dim": self.obs_dim, "n_items": self.n_items}, self.state_dict())
 
     def load(self, path: str | Path) -> None:
-        checkpoint = torch.load(path, map_location=self.device, weights_only=True)
-        if checkpoint.get("algo") != self.name:
-            raise ValueError(f"{path} holds a {checkpoint.get('algo')!r} agent, not {self.name!r}")
-        if (checkpoint["obs_dim"], checkpoint["n_items"]) != (self.obs_dim, self.n_items):
-            raise ValueError(
-                f"{path} was trained for {checkpoint['obs_dim']} state values and {checkpoint['n_items']} "
-                f"items, this env has {self.obs_dim} and {self.n_items}"
-            )
-        self.load_state_dict(checkpoint)
+        sizes = {"obs_dim": self.obs_dim, "n_items": self.n_items}
+        self.load_state_dict(load_agent(path, self.name, sizes, self.device))
