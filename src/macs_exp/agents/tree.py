@@ -53,13 +53,26 @@ class ItemTree:
         """(B, c^(level+1)) the items of ``leaf_mask`` (B, c^depth) under each child of each node
         of ``level``, children of node p at columns p*c .. p*c + c - 1."""
         per_child = self.children ** (self.depth - level - 1)
+        if per_child == 1:
+            return leaf_mask
+        if leaf_mask.device.type == "cpu":
+            # numpy sums bools about ten times faster than torch on the CPU (torch 2.13).
+            blocks = leaf_mask.numpy().reshape(leaf_mask.shape[0], -1, per_child)
+            return torch.from_numpy(blocks.sum(-1, dtype=np.int32))
         return leaf_mask.view(leaf_mask.shape[0], -1, per_child).sum(-1)
 
     def leaf_mask(self, allowed: torch.Tensor) -> torch.Tensor:
-        """(B, c^depth) float: 1 where a leaf holds an allowed item of ``allowed`` (B, n_items)."""
-        mask = torch.zeros(allowed.shape[0], self.children**self.depth, device=allowed.device)
-        mask[:, self.leaf_of_item.to(allowed.device)] = allowed.float()
-        return mask
+        """(B, c^depth) bool: where a leaf holds an allowed item of ``allowed`` (B, n_items), a
+        gather of its columns in leaf order (empty leaves read an appended False column)."""
+        n = allowed.shape[1]
+        columns = torch.where(self.item_of_leaf < 0, n, self.item_of_leaf)
+        if allowed.device.type == "cpu":
+            # As above: numpy's column gather is several times faster than torch's on bools.
+            padded = np.zeros((allowed.shape[0], n + 1), dtype=bool)
+            padded[:, :n] = allowed.numpy()
+            return torch.from_numpy(padded.take(columns.numpy(), axis=1))
+        padded_t = torch.cat((allowed, allowed.new_zeros(allowed.shape[0], 1)), dim=1)
+        return padded_t.index_select(1, columns.to(allowed.device))
 
 
 def children_for(n_items: int, depth: int, children: int | None) -> int:
