@@ -50,16 +50,16 @@ class ItemTree:
         return sum(self.children**lv for lv in range(level))
 
     def subtree_counts(self, leaf_mask: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, c^(level+1)) the items of ``leaf_mask`` (B, c^depth) under each child of each node
-        of ``level``, children of node p at columns p*c .. p*c + c - 1."""
+        """(B, c^(level+1)) int32: the items of ``leaf_mask`` (B, c^depth) under each child of each
+        node of ``level``, children of node p at columns p*c .. p*c + c - 1."""
         per_child = self.children ** (self.depth - level - 1)
         if per_child == 1:
-            return leaf_mask
+            return leaf_mask.to(torch.int32)
         if leaf_mask.device.type == "cpu":
             # numpy sums bools about ten times faster than torch on the CPU (torch 2.13).
             blocks = leaf_mask.numpy().reshape(leaf_mask.shape[0], -1, per_child)
             return torch.from_numpy(blocks.sum(-1, dtype=np.int32))
-        return leaf_mask.view(leaf_mask.shape[0], -1, per_child).sum(-1)
+        return leaf_mask.view(leaf_mask.shape[0], -1, per_child).sum(-1, dtype=torch.int32)
 
     def leaf_mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """(B, c^depth) bool: where a leaf holds an allowed item of ``allowed`` (B, n_items), a
