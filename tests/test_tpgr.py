@@ -98,6 +98,15 @@ def test_masking_never_draws_an_excluded_item() -> None:
             assert keep[torch.arange(64), items].all()
         alt = agent.sample_actions(obs, keep, torch.Generator().manual_seed(trial))
         assert keep[torch.arange(64), alt].all()
+    # A row with nothing allowed (CTRL's alternatives to a rated episode's last candidate) still
+    # gets an item of the catalogue (the caller marks it invalid), never an empty leaf's -1.
+    nothing = torch.zeros(8, 300, dtype=torch.bool)
+    for draw in range(5):
+        alt = agent.sample_actions(
+            torch.randn(8, 18, generator=g), nothing, torch.Generator().manual_seed(draw)
+        )
+        assert ((alt >= 0) & (alt < 300)).all()
+        assert (agent.act(torch.randn(8, 18, generator=g), allowed=nothing) >= 0).all()
 
 
 @pytest.mark.parametrize("candidates", ["catalog", "rated"])

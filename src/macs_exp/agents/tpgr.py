@@ -117,6 +117,9 @@ class TreePolicy(nn.Module):
         (``generator``) or greedily. Returns the codes, the log-probability of the masked
         distribution along them (B,), and upstream's MSE of the raw node softmaxes to uniform."""
         tree, rows = self.tree, torch.arange(h.shape[0], device=h.device)
+        # A row with nothing allowed (a caller's mask: CTRL's alternatives to a rated episode's
+        # last candidate) walks over every item, so it still ends at an item's leaf.
+        allowed = torch.where(allowed.any(1, keepdim=True), allowed, torch.ones_like(allowed))
         leaves = tree.leaf_mask(allowed)
         prefix = torch.zeros(h.shape[0], dtype=torch.int64, device=h.device)
         logp = torch.zeros(h.shape[0], device=h.device)
@@ -127,8 +130,6 @@ class TreePolicy(nn.Module):
             node = tree.level_offset(level) + prefix
             logits = torch.bmm(h[:, None, :], self.node_weight[node])[:, 0] + self.node_bias[node]
             probs = F.softmax(logits, dim=-1)
-            # A row with nothing allowed (a caller's mask) walks as if everything were.
-            counts = torch.where(counts.sum(-1, keepdim=True) > 0, counts, torch.ones_like(counts))
             masked = probs.clamp_min(1e-30) * counts
             masked = masked / masked.sum(-1, keepdim=True)
             if codes is not None:
