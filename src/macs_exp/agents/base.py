@@ -81,6 +81,16 @@ class DivergenceError(RuntimeError):
     """A loss became NaN or infinite: training cannot meaningfully continue."""
 
 
+def add_finite(sums: dict[str, float], losses: dict[str, torch.Tensor], diverged: str) -> None:
+    """Adds one update's ``losses`` to ``sums``; a NaN or infinite one raises ``DivergenceError``
+    with ``diverged``, formatted with the loss's ``key`` and ``value``."""
+    for key, loss in losses.items():
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DivergenceError(diverged.format(key=key, value=value))
+        sums[key] = sums.get(key, 0.0) + value
+
+
 class OffPolicyAgent:
     """Shared plumbing of DDPG, TD3 and SAC (see the module docstring)."""
 
@@ -220,14 +230,12 @@ class OffPolicyAgent:
             batch = self.buffer.sample(self.cfg.batch_size, self.generator)
             losses = self._train_step(batch)
             self.n_updates += 1
-            for key, value in losses.items():
-                v = float(value)
-                if not math.isfinite(v):
-                    raise DivergenceError(
-                        f"{self.name}: {key} became {v} at update {self.n_updates}. Lower the learning "
-                        f"rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards."
-                    )
-                sums[key] = sums.get(key, 0.0) + v
+            add_finite(
+                sums,
+                losses,
+                f"{self.name}: {{key}} became {{value}} at update {self.n_updates}. Lower the learning "
+                "rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards.",
+            )
         return {k: v / gradient_steps for k, v in sums.items()}
 
     def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:

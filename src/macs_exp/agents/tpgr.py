@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from macs_exp import plugins
-from macs_exp.agents.base import DivergenceError
+from macs_exp.agents.base import add_finite
 from macs_exp.agents.episodes import EpisodeBatch, Episodes
 from macs_exp.agents.items import ItemSpace
 from macs_exp.agents.networks import MLP
@@ -119,14 +119,16 @@ class TreePolicy(nn.Module):
         tree, rows = self.tree, torch.arange(h.shape[0], device=h.device)
         # A row with nothing allowed (a caller's mask: CTRL's alternatives to a rated episode's
         # last candidate) walks over every item, so it still ends at an item's leaf.
-        allowed = torch.where(allowed.any(1, keepdim=True), allowed, torch.ones_like(allowed))
+        some = allowed.any(1, keepdim=True)
+        if not bool(some.all()):
+            allowed = torch.where(some, allowed, torch.ones_like(allowed))
         leaves = tree.leaf_mask(allowed)
         prefix = torch.zeros(h.shape[0], dtype=torch.int64, device=h.device)
         logp = torch.zeros(h.shape[0], device=h.device)
         uniform = torch.zeros((), device=h.device)
         chosen = []
         for level in range(tree.depth):
-            counts = tree.subtree_counts(leaves, level).view(h.shape[0], -1, tree.children)[rows, prefix]
+            counts = tree.child_counts(leaves, level, prefix)
             node = tree.level_offset(level) + prefix
             logits = torch.bmm(h[:, None, :], self.node_weight[node])[:, 0] + self.node_bias[node]
             probs = F.softmax(logits, dim=-1)
@@ -183,7 +185,8 @@ class TPGR:
                 f"{children**cfg.tree_depth} leaves for {self.n_items} items; raise either, or set "
                 "algo.tree_children=null"
             )
-        self.tree = build_tree(items.features.cpu().numpy(), cfg.tree_depth, children, cfg.tree_split, seed)
+        features = items.features.cpu().numpy()
+        self.tree = build_tree(features, cfg.tree_depth, children, cfg.tree_split, seed).to(self.device)
         torch.manual_seed(seed)
         self.policy = TreePolicy(self.obs_dim, token_dim, cfg, self.tree).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -206,8 +209,7 @@ class TPGR:
         """Items (N,) int64 drawn with ``generator`` (greedy without one) and their log-probability."""
         with torch.no_grad():
             codes, logp, _ = self.policy.walk(self.policy.encode(obs), allowed, generator=generator)
-        leaves = codes @ (self.tree.children ** torch.arange(self.tree.depth - 1, -1, -1, device=self.device))
-        return self.tree.item_of_leaf.to(self.device)[leaves], logp
+        return self.tree.items(codes), logp
 
     def act(
         self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
@@ -250,15 +252,15 @@ class TPGR:
     def add_extra(self, extra: Transitions) -> None:
         """Synthesised rows, attached to the real rows they came from (``Transitions.source``),
         with the behaviour policy's log-probability of their action at the source row's state."""
-        if extra.source is None or self.episodes is None or not len(extra):
-            if len(extra) and extra.source is None:
-                raise ValueError("TPGR needs Transitions.source on synthesised transitions")
+        if not len(extra):
             return
+        if extra.source is None or self.episodes is None:
+            raise ValueError("TPGR learns from synthesised transitions only with their real rows' source")
         source = extra.source.to(self.device)
         last = self.episodes.real[-1]
         items = extra.actions.to(self.device).long()
         with torch.no_grad():
-            codes = self.tree.codes.to(self.device)[items]
+            codes = self.tree.codes[items]
             _, logp, _ = self.policy.walk(
                 self.policy.encode(last["obs"][source]), last["allowed"][source], codes=codes
             )
@@ -293,13 +295,11 @@ class TPGR:
             losses["loss"].backward()
             self.optimizer.step()
             self.n_updates += 1
-            for key, value in losses.items():
-                v = float(value.detach())
-                if not math.isfinite(v):
-                    raise DivergenceError(
-                        f"tpgr: {key} became {v} at update {self.n_updates}; lower algo.learning_rate"
-                    )
-                sums[key] = sums.get(key, 0.0) + v
+            add_finite(
+                sums,
+                losses,
+                f"tpgr: {{key}} became {{value}} at update {self.n_updates}; lower algo.learning_rate",
+            )
         return {k: v / len(steps) for k, v in sums.items()}
 
     def _advantage_scale(self, real: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,7 +322,7 @@ class TPGR:
         scale: tuple[torch.Tensor, torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         offset, spread = scale
-        codes = self.tree.codes.to(self.device)
+        codes = self.tree.codes
         h = self.policy.encode(real["obs"][rows])
         _, logp, uniform = self.policy.walk(h, real["allowed"][rows], codes=codes[real["item"][rows]])
         advantage = (real["ret"][rows] - offset[rows]) / spread
@@ -349,7 +349,7 @@ class TPGR:
         batch's mean return), its spread the real rows'."""
         h = self.policy.encode(extra["obs"])
         allowed = real["allowed"][extra["at"]]
-        _, logp, _ = self.policy.walk(h, allowed, codes=self.tree.codes.to(self.device)[extra["item"]])
+        _, logp, _ = self.policy.walk(h, allowed, codes=self.tree.codes[extra["item"]])
         with torch.no_grad():
             if self.cfg.baseline == "value":
                 bootstrap = self.policy.value(self.policy.encode(extra["next_obs"]))[:, 0]

@@ -40,6 +40,16 @@ class ItemTree:
     leaf_of_item: torch.Tensor
     item_of_leaf: torch.Tensor
 
+    def to(self, device: torch.device | str) -> ItemTree:
+        """The same tree with its tensors on ``device`` (the agent's)."""
+        moved = (t.to(device) for t in (self.codes, self.leaf_of_item, self.item_of_leaf))
+        return ItemTree(self.children, self.depth, *moved)
+
+    def items(self, codes: torch.Tensor) -> torch.Tensor:
+        """The items at the leaves of ``codes`` (B, depth): their base-``children`` number."""
+        place = self.children ** torch.arange(self.depth - 1, -1, -1, device=codes.device)
+        return self.item_of_leaf[codes @ place]
+
     @property
     def n_nodes(self) -> int:
         """Internal nodes, each with its own policy: (c^d - 1) / (c - 1)."""
@@ -60,6 +70,14 @@ class ItemTree:
             blocks = leaf_mask.numpy().reshape(leaf_mask.shape[0], -1, per_child)
             return torch.from_numpy(blocks.sum(-1, dtype=np.int32))
         return leaf_mask.view(leaf_mask.shape[0], -1, per_child).sum(-1, dtype=torch.int32)
+
+    def child_counts(self, leaf_mask: torch.Tensor, level: int, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, c) int32: the items of ``leaf_mask`` under each child of each row's node of ``level``
+        (node ``prefix``, (B,) in level order); at the last level only those leaves are read."""
+        rows = torch.arange(leaf_mask.shape[0], device=leaf_mask.device)
+        if level == self.depth - 1:
+            return leaf_mask.view(leaf_mask.shape[0], -1, self.children)[rows, prefix].to(torch.int32)
+        return self.subtree_counts(leaf_mask, level).view(leaf_mask.shape[0], -1, self.children)[rows, prefix]
 
     def leaf_mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """(B, c^depth) bool: where a leaf holds an allowed item of ``allowed`` (B, n_items), a
