@@ -492,13 +492,24 @@ def test_cache_hits_and_misses(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 
 def test_cache_file_names_are_unchanged(tmp_path: Path) -> None:
     # Pinned so that a change to the key is deliberate: a change here orphans every cache already
-    # on disk. Last changed by CACHE_VERSION 2 (user factors; ratings off the scale rejected).
+    # on disk. Last changed by CACHE_VERSION 3 (the file's ids kept).
     douban_file(tmp_path / "douban", [(1, 1, 3), (1, 2, 4), (2, 1, 5), (2, 2, 1)])
     load_rating_data(env_cfg(tmp_path / "douban", "douban_book"), data_cfg(tmp_path))
     write(tmp_path / "table" / "ratings.csv", b"1,1,3,10\n1,2,4,11\n2,1,5,12\n2,2,1,13\n")
     load_rating_data(env_cfg(tmp_path / "table", "table"), data_cfg(tmp_path, split_seed=7))
     names = sorted(p.stem for p in (tmp_path / "cache").glob("*.npz"))
-    assert names == ["douban_book-574f1bdeffd39ee418f6c068", "table-26e8d8296ffab13e321fa1ff"]
+    assert names == ["douban_book-91dbe00cd2c09b250e7a9f64", "table-32baa8030c66a8057a2dd5ed"]
+
+
+def test_dense_indices_keep_the_files_ids(tmp_path: Path) -> None:
+    # Item 7 is rated once and falls to the 2-core, so the dense items are 3 and 9, in id order;
+    # the ids survive the cache, as the knowledge graph joins side files on them.
+    douban_file(tmp_path, [(5, 3, 3), (5, 9, 4), (2, 3, 5), (2, 9, 1), (2, 7, 2)])
+    cfg = env_cfg(tmp_path, "douban_book", min_item_ratings=2)
+    for data in (load_rating_data(cfg, data_cfg(tmp_path)), load_rating_data(cfg, data_cfg(tmp_path))):
+        assert data.user_ids is not None and data.item_ids is not None
+        assert data.user_ids.tolist() == [2, 5] and data.item_ids.tolist() == [3, 9]
+        assert data.item_ids.dtype == np.int64
 
 
 def test_unreadable_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from macs_exp import plugins
 from macs_exp.ctrl.config import CtrlConfig
-from macs_exp.data.config import DataConfig
+from macs_exp.data.config import DataConfig, KGConfig
 from macs_exp.envs.config import EnvConfig, RatingEnvConfig
 from macs_exp.macs.config import ExpertConfig, MacsConfig
 from macs_exp.schema import ConfigError, Rules, Schema, check
@@ -38,6 +38,7 @@ class Config(Schema):
     expert: ExpertConfig = MISSING
     ctrl: CtrlConfig = MISSING
     data: DataConfig = MISSING
+    kg: KGConfig = MISSING
     seed: int = MISSING
     device: str = MISSING
 
@@ -78,6 +79,7 @@ def register_schemas() -> None:
     cs.store(group="schema/expert", name="expert", node=ExpertConfig)
     cs.store(group="schema/ctrl", name="ctrl", node=CtrlConfig)
     cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/kg", name="kg", node=KGConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/tracking", name="tracking", node=TrackingConfig)
 

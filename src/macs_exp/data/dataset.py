@@ -47,6 +47,11 @@ class RatingData:
     # The rating model of ``env.train_reward=model`` (``data.reward_model``), fitted on the training
     # ratings; attached by ``load_rating_data`` only when that setting asks for it.
     reward_model: RatingModel | None = None
+    # (n_users,) and (n_items,): each dense index's id as the ratings file spells it (int64, or
+    # str where ids are labels, as ISBNs), so that side files keyed by those ids (the knowledge
+    # graph's u.item, book_author.dat, ...) can be joined. None in hand-made datasets.
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     def split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``(indptr, items, ratings)`` CSR arrays of ``split``, one of :data:`SPLITS`."""

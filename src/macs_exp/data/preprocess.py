@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("macs_exp")
 
 # Bump whenever a change here alters what a cached dataset contains, so old caches miss.
-# 2: user_features added; ratings off the dataset's scale rejected.
-CACHE_VERSION = 2
+# 2: user_features added; ratings off the dataset's scale rejected. 3: the file's ids kept.
+CACHE_VERSION = 3
 # The arrays a cache file holds. Caches written before item_popularity was dropped still hold
 # it as well; it is simply not read, so they stay valid.
 _ARRAYS = (
@@ -57,6 +57,8 @@ _ARRAYS = (
     "test_indptr",
     "test_items",
     "test_ratings",
+    "user_ids",
+    "item_ids",
 )
 _TABLE_KEYS = ("file", "sep", "user_col", "item_col", "rating_col", "timestamp_col", "header", "encoding")
 
@@ -219,7 +221,7 @@ def build_rating_data(
     if embedding_dim < 1:
         raise DataError(f"env.embedding_dim={embedding_dim} must be at least 1")
     out_stats = dict(stats or {})
-    users, items, ratings, timestamps = _filtered_ratings(
+    users, items, ratings, timestamps, (user_ids, item_ids) = _filtered_ratings(
         frame, name, min_user_ratings, min_item_ratings, out_stats
     )
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
@@ -255,14 +257,17 @@ def build_rating_data(
         rating_max=float(ratings.max()),
         stats=out_stats,
         user_features=user_features,
+        user_ids=user_ids,
+        item_ids=item_ids,
     )
 
 
 def _filtered_ratings(
     frame: pd.DataFrame, name: str, min_user_ratings: int, min_item_ratings: int, stats: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The frame's users, items (both renumbered densely), ratings and timestamps, in file order,
-    without repeated pairs and after the k-core filter; the counts of each step go to ``stats``."""
+    without repeated pairs and after the k-core filter, and the file's (user, item) id of each
+    dense index; the counts of each step go to ``stats``."""
     users, user_ids = pd.factorize(frame["user"], sort=True)
     items, item_ids = pd.factorize(frame["item"], sort=True)
     users, items = users.astype(np.int64), items.astype(np.int64)
@@ -287,7 +292,15 @@ def _filtered_ratings(
             f"with < {min_item} ratings (out of {len(frame)}; a user needs at least 2, one "
             "to train and one to test); lower env.min_user_ratings / env.min_item_ratings"
         )
-    return _dense(users[keep]), _dense(items[keep]), ratings[keep], timestamps[keep]
+    kept_ids = (_file_ids(user_ids, users[keep]), _file_ids(item_ids, items[keep]))
+    return _dense(users[keep]), _dense(items[keep]), ratings[keep], timestamps[keep], kept_ids
+
+
+def _file_ids(uniques: pd.Index, codes: np.ndarray) -> np.ndarray:
+    """The ids, in dense order, of the codes left: integers as int64, labels as str (npz files
+    hold no objects)."""
+    ids = uniques.to_numpy()[np.unique(codes)]
+    return ids.astype(np.int64) if np.issubdtype(ids.dtype, np.integer) else ids.astype(str)
 
 
 def _indptr(users: np.ndarray, n_users: int) -> np.ndarray:
