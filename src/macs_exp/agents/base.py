@@ -143,7 +143,11 @@ class OffPolicyAgent:
     # --- acting -------------------------------------------------------------------------
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         obs = obs.to(self.device, torch.float32)
         return self._emit(obs, self._policy(obs, deterministic), allowed)
@@ -176,7 +180,9 @@ class OffPolicyAgent:
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def explore(
+        self, obs: torch.Tensor, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Uniform actions over the action space until ``learning_starts`` user-steps have been
         collected (under knn: uniform allowed items, not the untrained critic's pick, which would
         leave items it happens to undervalue untried), then the exploring policy; counts the

@@ -28,6 +28,11 @@ bool mask of the items the env would show from the state ``obs`` was read from (
 an item catalogue have one, ``macs_exp.envs.base.allowed_items``). An agent that chooses items
 itself (``algo.action_mapping=knn``) chooses among them; every other agent ignores it. None
 means "not known": every item is allowed.
+
+``users``, likewise, is the ``(N,)`` int64 dataset index of the user each row's state belongs to,
+where the env serves a dataset's users (``macs_exp.envs.base.slot_users``). Only an agent that
+reasons from the user's identity (``algo=pgpr`` walks a knowledge graph from the user's node)
+reads it; the others ignore it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class Policy(Protocol):
     """A deterministic policy: a batch of observations to a batch of actions in the env's
     units, among the ``allowed`` items where the env has a catalogue."""
 
-    def __call__(self, obs: torch.Tensor, *, allowed: torch.Tensor | None = None) -> torch.Tensor: ...
+    def __call__(
+        self, obs: torch.Tensor, *, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,16 @@ class Agent(Protocol):
     name: str
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
-    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor: ...
+    def explore(
+        self, obs: torch.Tensor, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
     def observe(self, real: Transitions) -> None: ...
 
@@ -155,5 +168,9 @@ class SamplesActions(Protocol):
     it, so that they are what the policy itself might have done."""
 
     def sample_actions(
-        self, obs: torch.Tensor, allowed: torch.Tensor, generator: torch.Generator
+        self,
+        obs: torch.Tensor,
+        allowed: torch.Tensor,
+        generator: torch.Generator,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor: ...

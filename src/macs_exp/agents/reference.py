@@ -58,7 +58,11 @@ class ReferencePolicy:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -66,7 +70,9 @@ class ReferencePolicy:
         u = torch.rand((n, self.act_dim), generator=self.generator, device=self.device)
         return self._low + (self._high - self._low) * u
 
-    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def explore(
+        self, obs: torch.Tensor, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.act(obs)
 
     def frozen_policy(self) -> Policy:
@@ -118,7 +124,11 @@ class RandomPolicy(ReferencePolicy):
     name = "random"
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.random_actions(obs.shape[0])
 
@@ -149,6 +159,10 @@ class PopularPolicy(ReferencePolicy):
             )
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self._action.expand(obs.shape[0], self.act_dim).clone()

@@ -212,12 +212,18 @@ class TPGR:
         return self.tree.items(codes), logp
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         obs = obs.to(self.device, torch.float32)
         return self._draw(obs, self._allowed(obs, allowed), None if deterministic else self.generator)[0]
 
-    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def explore(
+        self, obs: torch.Tensor, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """A draw from the masked tree policy, remembered (with its mask and probability) until
         ``observe`` brings its rewards."""
         obs = obs.to(self.device, torch.float32)
@@ -227,7 +233,11 @@ class TPGR:
         return items
 
     def sample_actions(
-        self, obs: torch.Tensor, allowed: torch.Tensor, generator: torch.Generator
+        self,
+        obs: torch.Tensor,
+        allowed: torch.Tensor,
+        generator: torch.Generator,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Items drawn from the behaviour policy with the caller's stream (CTRL's a')."""
         obs = obs.to(self.device, torch.float32)

@@ -93,6 +93,22 @@ def allowed_items(env: BatchedEnv) -> torch.Tensor | None:
     return env.allowed_items() if isinstance(env, ItemCatalogue) else None
 
 
+@runtime_checkable
+class ServesUsers(Protocol):
+    """An env whose slots each serve one user of a dataset (the rating env): what an agent that
+    reasons from who the user is (``algo=pgpr``, from the user's node of a knowledge graph)
+    needs of it besides the state."""
+
+    def slot_users(self) -> torch.Tensor:
+        """(N,) int64: the dataset's index of the user each slot serves now."""
+        ...
+
+
+def slot_users(env: object) -> torch.Tensor | None:
+    """The users ``env``'s slots serve now, or None if it serves no dataset's users."""
+    return env.slot_users() if isinstance(env, ServesUsers) else None
+
+
 @dataclass(frozen=True)
 class EnvInfo:
     """What MACS needs to know about an env's rewards, read from its ``metadata``.

@@ -668,6 +668,10 @@ class RatingVecEnv(gym.vector.VectorEnv):
         """(N, n_items) bool: the items each slot may be shown at its next step."""
         return self._core.allowed()
 
+    def slot_users(self) -> torch.Tensor:
+        """(N,) int64: the user each slot serves in its current episode."""
+        return self._core.users.clone()
+
     def choose_items(self, actions: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         return self._core.choose(actions, allowed)
 

@@ -50,8 +50,10 @@ def oracle_policy(env: BatchedEnv) -> Policy:
     if oracle is None:
         raise ValueError(f"{type(env).__name__} has no oracle_actions: the ground-truth study needs one")
 
-    def policy(obs: torch.Tensor, *, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        # The ground-truth simulators have no item catalogue: ``allowed`` is always None.
+    def policy(
+        obs: torch.Tensor, *, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # The ground-truth simulators have no item catalogue and no users: both are always None.
         return torch.from_numpy(oracle(obs.cpu().numpy()))
 
     return policy
