@@ -47,6 +47,7 @@ from macs_exp.trainer.run import (
     agent_for_env,
     evaluation_env,
     item_space,
+    knowledge_graph,
     rating_data,
     run_tags,
     torch_device,
@@ -189,7 +190,9 @@ def evaluate_saved(cfg: DictConfig, config: Config, saved: SavedAgent) -> dict[s
     data = rating_data(config)
     env, ranking = evaluation_env(config, device, data)
     try:
-        agent = agent_for_env(config.algo, env, device, config.seed, item_space(env))
+        agent = agent_for_env(
+            config.algo, env, device, config.seed, item_space(env, knowledge_graph(config, data))
+        )
         saved.load(agent, config.env.name)
         tags = {**run_tags(cfg), "role": ROLE_EVAL}
         trained_by = saved.trained_by()

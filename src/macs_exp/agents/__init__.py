@@ -14,14 +14,25 @@ import torch
 from macs_exp import plugins
 from macs_exp.agents.base import DivergenceError
 from macs_exp.agents.items import ItemSpace
-from macs_exp.agents.protocol import Agent, AgentConfig, Policy, Resumable, SamplesActions, Transitions
+from macs_exp.agents.protocol import (
+    Agent,
+    AgentConfig,
+    Explains,
+    Policy,
+    ReportsMetrics,
+    Resumable,
+    SamplesActions,
+    Transitions,
+)
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "DivergenceError",
+    "Explains",
     "ItemSpace",
     "Policy",
+    "ReportsMetrics",
     "Resumable",
     "SamplesActions",
     "Transitions",

@@ -10,16 +10,24 @@ without a catalogue give none.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from macs_exp.data.kg import KnowledgeGraph
+    from macs_exp.data.transe import GraphEmbedding
 
 
 @dataclass(frozen=True)
 class ItemSpace:
     """``features``: (n_items, act_dim) float32, the item vectors in the action space's units;
-    passing row i to the env as an action shows item i whenever i is allowed."""
+    passing row i to the env as an action shows item i whenever i is allowed. ``graph``: the
+    dataset's knowledge graph and its TransE embedding, lent only to agents that walk one
+    (``algo=pgpr``); its items are these items."""
 
     features: torch.Tensor
+    graph: tuple[KnowledgeGraph, GraphEmbedding] | None = None
 
     @property
     def n_items(self) -> int:

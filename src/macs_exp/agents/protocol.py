@@ -112,6 +112,9 @@ class AgentConfig(Schema):
     # Whether the agent learns at all: reference policies do not, so only plain training
     # (a mode that adds nothing to learn from) has a meaning for them.
     learns: ClassVar[bool] = True
+    # Whether it walks the dataset's knowledge graph (``ItemSpace.graph``), which the
+    # composition root then builds from the side files (the ``kg`` group).
+    needs_graph: ClassVar[bool] = False
 
 
 @runtime_checkable
@@ -159,6 +162,24 @@ class Resumable(Protocol):
     def training_state(self) -> dict[str, Any]: ...
 
     def load_training_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ReportsMetrics(Protocol):
+    """An agent with metrics of its own beyond its losses (PGPR's ``pgpr/walk_fail_rate``):
+    the trainer logs them, under their full names, at every logging window."""
+
+    def window_metrics(self) -> dict[str, float]:
+        """The metrics since the last call, which restarts them."""
+        ...
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """An agent that can say why it recommended what it did (PGPR's paths): after a
+    deterministic ``act``, one explanation per row, None where it has none."""
+
+    def explanations(self) -> list[str | None]: ...
 
 
 @runtime_checkable

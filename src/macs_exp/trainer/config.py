@@ -35,6 +35,9 @@ class TrainerConfig(Schema):
     # Continue a stopped run from its checkpoint: its folder, its MLflow run id, or "auto" (this
     # run's own folder if it holds a checkpoint, else a fresh start: a requeued job). null: start afresh.
     resume: str | None = MISSING
+    # After training, an agent that explains its recommendations (algo=pgpr) writes why it chose
+    # each item for this many test users to explanations.jsonl (0: none).
+    explain_users: int = MISSING
 
     def rules(self) -> Rules:
         rules: Rules = {
@@ -42,6 +45,7 @@ class TrainerConfig(Schema):
             for key in ("total_steps", "eval_every", "eval_episodes", "log_every", "torch_threads")
         }
         rules["checkpoint_every"] = (self.checkpoint_every >= 0, "0 (only on SIGTERM) or more")
+        rules["explain_users"] = (self.explain_users >= 0, "0 (none) or more")
         rules["budget"] = (self.budget in BUDGETS, f"one of {', '.join(BUDGETS)}")
         rules["progress"] = (self.progress in PROGRESS_MODES, f"one of {', '.join(PROGRESS_MODES)}")
         return rules

@@ -27,6 +27,8 @@ from macs_exp.agents import Agent, AgentConfig, ItemSpace, make_agent
 from macs_exp.config import Config, to_config
 from macs_exp.data import load_rating_data
 from macs_exp.data.dataset import RatingData
+from macs_exp.data.kg import KnowledgeGraph, load_knowledge_graph
+from macs_exp.data.transe import GraphEmbedding, graph_embedding
 from macs_exp.envs.base import BatchedEnv, ItemCatalogue
 from macs_exp.envs.config import RatingEnvConfig
 from macs_exp.envs.counting import CountingEnv, StepCounter
@@ -39,12 +41,16 @@ from macs_exp.tracking.tags import ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.budget import Budget
 from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, Checkpointing
+from macs_exp.trainer.explain import EXPLANATIONS_FILE, write_explanations
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.resume import check_resumable, find_checkpoint
 from macs_exp.trainer.trainer import Ranking, Trainer
 
 log = logging.getLogger("macs_exp")
+
+# What an agent that walks a knowledge graph is lent: the graph and its TransE embedding.
+Graph = tuple[KnowledgeGraph, GraphEmbedding]
 
 # What a run leaves in its output folder besides its checkpoints: its resolved config, and the
 # MLflow run that recorded it (null with tracking.enabled=false), which links a later
@@ -72,10 +78,14 @@ def run_experiment(
     (output_dir / CONFIG_FILE).write_text(config_yaml)
     # Data problems (a missing file, a malformed row) surface here, before a run is opened.
     data = rating_data(config)
+    graph = knowledge_graph(config, data)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     params = flatten({str(k): v for k, v in resolved.items()} if isinstance(resolved, dict) else {})
     if data is not None:
         params.update({f"data.stats.{k}": str(v) for k, v in data.stats.items()})
+    if graph is not None:
+        stats = {**graph[0].stats, **graph[1].stats}
+        params.update({f"kg.stats.{k}": str(v) for k, v in stats.items()})
     title = f"{config.algo.name} / {config.mode.name} / {config.env.name} / seed {config.seed}"
     all_tags = {**run_tags(cfg), "run_dir": str(output_dir.resolve()), **(tags or {})}
     if resume is not None:
@@ -91,7 +101,9 @@ def run_experiment(
             None if resume is None else resume.state,
         )
         try:
-            agent, result = _train(cfg, config, device, data, tracker, progress, output_dir, checkpointing)
+            agent, result = _train(
+                cfg, config, device, (data, graph), tracker, progress, output_dir, checkpointing
+            )
         finally:
             progress.close()
         result.run_id = tracker.run_id
@@ -105,14 +117,16 @@ def _train(
     raw: DictConfig,
     config: Config,
     device: torch.device,
-    data: RatingData | None,
+    sources: tuple[RatingData | None, Graph | None],
     tracker: Tracker,
     progress: Progress,
     output_dir: Path,
     checkpointing: Checkpointing,
 ) -> tuple[Agent, TrainResult]:
-    """Builds the envs, the agent, the mode's augmenter and the trainer, and trains."""
+    """Builds the envs, the agent, the mode's augmenter and the trainer, trains, and has an
+    agent that explains itself explain its choices for a sample of test users."""
     env_cfg = config.env
+    data, graph = sources
     budget = Budget(config.trainer.budget, config.trainer.total_steps, StepCounter())
     with ExitStack() as envs:
 
@@ -130,7 +144,7 @@ def _train(
         env = make_env()
         eval_env, ranking = evaluation_env(config, device, data)
         envs.callback(eval_env.close)
-        items = item_space(env)
+        items = item_space(env, graph)
 
         def agent_for(algo: AgentConfig, seed: int) -> Agent:
             return agent_for_env(algo, env, device, seed, items)
@@ -164,7 +178,40 @@ def _train(
             budget=budget,
             checkpointing=checkpointing,
         )
-        return agent, trainer.train()
+        result = trainer.train()
+        if data is not None and config.trainer.explain_users:
+            _explain(
+                agent,
+                config,
+                device,
+                data,
+                min(config.trainer.explain_users, eval_env.num_envs),
+                output_dir,
+                tracker,
+            )
+        return agent, result
+
+
+def _explain(
+    agent: Agent,
+    config: Config,
+    device: torch.device,
+    data: RatingData,
+    n: int,
+    output_dir: Path,
+    tracker: Tracker,
+) -> None:
+    """The first ``n`` test users' episodes, explained by an agent that explains itself."""
+    sample = make_batched_env(config.env, n, str(device), data=data, split="test")
+    try:
+        ids = None if data.user_ids is None or data.item_ids is None else (data.user_ids, data.item_ids)
+        written = write_explanations(
+            agent, sample, output_dir / EXPLANATIONS_FILE, config.trainer.eval_seed, ids
+        )
+    finally:
+        sample.close()
+    if written is not None:
+        tracker.log_artifact(written)
 
 
 def _report(result: TrainResult, agent: Agent, tracker: Tracker, output_dir: Path, title: str) -> None:
@@ -216,9 +263,21 @@ def evaluation_env(
     return eval_env, _ranking(eval_env, data)
 
 
-def item_space(env: BatchedEnv) -> ItemSpace | None:
-    """The env's catalogue, for agents that choose items themselves (algo.action_mapping=knn)."""
-    return ItemSpace(env.item_features()) if isinstance(env, ItemCatalogue) else None
+def item_space(env: BatchedEnv, graph: Graph | None = None) -> ItemSpace | None:
+    """The env's catalogue, for agents that choose items themselves (algo.action_mapping=knn),
+    with the dataset's knowledge graph for those that walk one."""
+    return ItemSpace(env.item_features(), graph) if isinstance(env, ItemCatalogue) else None
+
+
+def knowledge_graph(config: Config, data: RatingData | None) -> Graph | None:
+    """The dataset's knowledge graph and its TransE embedding (both cached under
+    data.cache_dir), built only for an agent that walks one (``AgentConfig.needs_graph``) on a
+    rating env; side-file problems surface here, before a run is opened."""
+    if not type(config.algo).needs_graph or data is None:
+        return None
+    assert isinstance(config.env, RatingEnvConfig)
+    graph = load_knowledge_graph(config.env, config.data, config.kg, data)
+    return graph, graph_embedding(graph, config.kg, config.data.cache_dir)
 
 
 def agent_for_env(

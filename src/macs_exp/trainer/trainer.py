@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from macs_exp.agents import Agent, Resumable, Transitions
+from macs_exp.agents import Agent, ReportsMetrics, Resumable, Transitions
 from macs_exp.envs.base import BatchedEnv, allowed_items, slot_users
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
@@ -316,6 +316,8 @@ class Trainer:
     def _log_window(self, window: _Window, steps: int, result: TrainResult) -> None:
         metrics = window.metrics()
         metrics.update(self.augmenter.metrics())
+        if isinstance(self.agent, ReportsMetrics):
+            metrics.update(self.agent.window_metrics())
         metrics["perf/steps_per_s"] = window.steps_per_s()
         metrics["perf/env_steps"] = float(self.budget.counter.steps)
         self._log(metrics, steps, result)

@@ -1,0 +1,193 @@
+"""TransE embeddings of a knowledge graph, trained as upstream PGPR trains them, cached by the
+graph's content.
+
+For an edge (h, r, t) in its canonical direction the score is ``<e_h + w_r, e_t> + b_{r,t}``,
+a per-relation bias on the tail; the loss is upstream's ``-log s(pos) - sum_k log s(-neg_k)``
+over ``kg.transe_negatives`` corrupted tails, drawn among the entities of the relation's tail
+type with probability proportional to their count as that relation's tail to the power 0.75
+(uniform over items for ``liked``, as upstream's ``purchase``). SGD at
+``kg.transe_learning_rate`` decays linearly to 1e-4 of it over ``kg.transe_epochs`` epochs of
+shuffled batches of ``kg.transe_batch_size`` edges, gradients clipped at ``kg.transe_clip``.
+Embeddings are sparse, so a step touches only the rows of its batch.
+
+Upstream trains on one example per review word, each bundling a user, a product and their
+attributes; a rating graph has no reviews, so every training edge is one example here.
+Training is seeded by ``kg.transe_seed``, not the run's seed: every seed of a table walks the
+same embedding, as every seed shares one split.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from macs_exp.cache import atomic_write, content_key, file_lock
+from macs_exp.data.config import KGConfig
+from macs_exp.data.kg import LIKED, KnowledgeGraph
+
+log = logging.getLogger("macs_exp")
+
+# Bump whenever a change here alters trained embeddings, so that cached ones miss.
+TRANSE_VERSION = 1
+# The floor of the linear learning-rate decay, as a share of the starting rate (upstream's).
+LR_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class GraphEmbedding:
+    """``entities`` (n_entities, dim) and ``relations`` (n_relations, dim) float32; relation 0,
+    the self-loop, has no edges and keeps the zero vector. ``stats`` are the fit's losses."""
+
+    entities: torch.Tensor
+    relations: torch.Tensor
+    stats: dict[str, float]
+
+    def to(self, device: torch.device | str) -> GraphEmbedding:
+        return GraphEmbedding(self.entities.to(device), self.relations.to(device), self.stats)
+
+
+class TransE(nn.Module):
+    def __init__(self, n_entities: int, n_relations: int, dim: int) -> None:
+        super().__init__()
+        bound = 0.5 / dim  # upstream's initrange
+        self.n_entities = n_entities
+        self.entities = nn.Embedding(n_entities, dim, sparse=True)
+        self.relations = nn.Embedding(n_relations, dim, sparse=True)
+        self.bias = nn.Embedding(n_relations * n_entities, 1, sparse=True)
+        nn.init.uniform_(self.entities.weight, -bound, bound)
+        nn.init.uniform_(self.relations.weight, -bound, bound)
+        nn.init.zeros_(self.bias.weight)
+        with torch.no_grad():
+            self.relations.weight[0] = 0.0
+
+    def scores(self, heads: torch.Tensor, relations: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        """``<e_h + w_r, e_t> + b_{r,t}`` for (B,) heads and relations and (B, K) tails: (B, K)."""
+        query = self.entities(heads) + self.relations(relations)
+        bias = self.bias(relations[:, None] * self.n_entities + tails)[..., 0]
+        return torch.einsum("bd,bkd->bk", query, self.entities(tails)) + bias
+
+    def loss(self, edges: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Upstream's negative-sampling loss of (B, 3) edges and their (B, K) corrupted tails."""
+        heads, relations, tails = edges.unbind(1)
+        positive = self.scores(heads, relations, tails[:, None])[:, 0]
+        negative = self.scores(heads, relations, negatives)
+        return (-F.logsigmoid(positive) - F.logsigmoid(-negative).sum(1)).mean()
+
+
+class _TailSampler:
+    """Corrupted tails per relation: entities of the tail type, weighted by count^0.75 (uniform
+    over the type for ``liked``), drawn in one call for a whole batch."""
+
+    def __init__(self, graph: KnowledgeGraph, relations: np.ndarray, tails: np.ndarray) -> None:
+        self.cdfs: list[torch.Tensor] = []
+        self.starts: list[int] = []
+        for r, name in enumerate(graph.relations):
+            kind = graph.relation_tails[r]
+            start, stop = _type_range(graph, kind) if kind else (0, 1)
+            counts = np.bincount(tails[relations == r] - start, minlength=stop - start).astype(np.float64)
+            weights = np.ones_like(counts) if name == LIKED or not counts.any() else counts**0.75
+            self.cdfs.append(torch.from_numpy(np.cumsum(weights) / weights.sum()))
+            self.starts.append(start)
+
+    def draw(self, relations: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+        out = torch.empty(len(relations), k, dtype=torch.int64)
+        u = torch.rand(len(relations), k, generator=generator, dtype=torch.float64)
+        for r in torch.unique(relations).tolist():
+            rows = relations == r
+            picked = torch.searchsorted(self.cdfs[r], u[rows]).clamp_max(len(self.cdfs[r]) - 1)
+            out[rows] = picked + self.starts[r]
+        return out
+
+
+def _type_range(graph: KnowledgeGraph, kind: str) -> tuple[int, int]:
+    """The global ids [start, stop) of the entities of type ``kind``."""
+    k = graph.entity_types.index(kind)
+    return int(graph.type_offsets[k]), int(graph.type_offsets[k + 1])
+
+
+def train_transe(graph: KnowledgeGraph, cfg: KGConfig) -> GraphEmbedding:
+    """TransE fitted on ``graph``'s canonical edges as the module docstring says."""
+    torch.manual_seed(cfg.transe_seed)
+    generator = torch.Generator().manual_seed(cfg.transe_seed)
+    heads, relations, tails = graph.canonical_edges()
+    edges = torch.from_numpy(np.stack([heads, relations, tails], 1))
+    sampler = _TailSampler(graph, relations, tails)
+    model = TransE(graph.n_entities, len(graph.relations), cfg.transe_dim)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.transe_learning_rate)
+    batches = -(-len(edges) // cfg.transe_batch_size)
+    total = max(cfg.transe_epochs * batches, 1)
+    losses: list[float] = []
+    step = 0
+    for _ in range(cfg.transe_epochs):
+        epoch_loss = 0.0
+        for batch in torch.randperm(len(edges), generator=generator).split(cfg.transe_batch_size):
+            rate = cfg.transe_learning_rate * max(LR_FLOOR, 1.0 - step / total)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            loss = model.loss(edges[batch], sampler.draw(edges[batch, 1], cfg.transe_negatives, generator))
+            optimizer.zero_grad()
+            loss.backward()
+            _clip_sparse(model, cfg.transe_clip)
+            optimizer.step()
+            epoch_loss += float(loss) * len(batch)
+            step += 1
+        losses.append(epoch_loss / len(edges))
+    with torch.no_grad():
+        model.relations.weight[0] = 0.0
+    stats = {"transe_first_epoch_loss": losses[0], "transe_last_epoch_loss": losses[-1]} if losses else {}
+    return GraphEmbedding(
+        model.entities.weight.detach().clone(), model.relations.weight.detach().clone(), stats
+    )
+
+
+def _clip_sparse(model: nn.Module, max_norm: float) -> None:
+    """Scales the (sparse) gradients down to total norm ``max_norm`` where they exceed it."""
+    grads = [p.grad.coalesce() for p in model.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum((g.values().square().sum() for g in grads), torch.zeros(())))
+    if norm > max_norm:
+        scale = max_norm / float(norm)
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad = p.grad.coalesce() * scale
+
+
+def graph_embedding(graph: KnowledgeGraph, cfg: KGConfig, cache_dir: str | Path) -> GraphEmbedding:
+    """``graph``'s TransE embedding from ``cache_dir``, else trained and cached there; keyed by
+    the graph's content and every TransE setting, locked so that parallel jobs train it once."""
+    params = {
+        "version": TRANSE_VERSION,
+        "graph": graph.key(),
+        **{k: getattr(cfg, k) for k in vars(cfg) if k.startswith("transe_")},
+    }
+    path = Path(cache_dir) / f"transe-{content_key(params, 24)}.pt"
+    with file_lock(path.with_suffix(".lock")):
+        cached = _load(path)
+        if cached is not None:
+            log.info("TransE cache hit: %s", path)
+            return cached
+        start = time.perf_counter()
+        embedding = train_transe(graph, cfg)
+        state = {"entities": embedding.entities, "relations": embedding.relations, "stats": embedding.stats}
+        atomic_write(path, lambda f: torch.save(state, f))
+        log.info("TransE trained in %.1f s and cached: %s", time.perf_counter() - start, path)
+        return embedding
+
+
+def _load(path: Path) -> GraphEmbedding | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
+        return GraphEmbedding(state["entities"], state["relations"], dict(state["stats"]))
+    except (OSError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
+        log.warning("ignoring unreadable TransE cache %s (%s); training again", path, err)
+        return None
