@@ -45,7 +45,10 @@ class KGConfig(Schema):
 
     def rules(self) -> Rules:
         return {
-            "schema": (self.schema is None or self.schema in KG_SCHEMAS, f"null or one of {', '.join(KG_SCHEMAS)}"),
+            "schema": (
+                self.schema is None or self.schema in KG_SCHEMAS,
+                f"null or one of {', '.join(KG_SCHEMAS)}",
+            ),
             "transe_dim": (self.transe_dim >= 1, "at least 1"),
             "transe_epochs": (self.transe_epochs >= 0, "0 or more"),
             "transe_batch_size": (self.transe_batch_size >= 1, "at least 1"),
