@@ -62,8 +62,8 @@ page is offline and its terms forbid redistribution. Obtain the original CSV dum
 (BX-CSV-Dump.zip) from a copy you are entitled to use, then place in {dest}:
 
   {dest}/BX-Book-Ratings.csv      required (or BX-Book-Ratings.csv.gz)
-  {dest}/BX-Books.csv             optional, not read by the loader
-  {dest}/BX-Users.csv             optional, not read by the loader
+  {dest}/BX-Books.csv             for a knowledge graph (algo=pgpr): authors, publishers, years
+  {dest}/BX-Users.csv             for a knowledge graph (algo=pgpr): countries, ages
 
 BX-Book-Ratings.csv must be the original: ';'-separated, every field double-quoted, latin-1,
 header "User-ID";"ISBN";"Book-Rating". Then run with env=bookcrossing env.data_dir={dest}.""",
@@ -73,6 +73,11 @@ GitHub repository librahu/HIN-Datasets-for-Recommendation-and-Network-Embedding 
 "Douban Book/"), with no versioned archive and no published checksum. Copy from there into {dest}:
 
   {dest}/user_book.dat            required (or user_book.dat.gz): user_id<TAB>book_id<TAB>rating
+  {dest}/book_author.dat          for a knowledge graph (algo=pgpr), as the four below
+  {dest}/book_publisher.dat
+  {dest}/book_year.dat
+  {dest}/user_location.dat
+  {dest}/user_user.dat
 
 `git hash-object user_book.dat` must print bb2e09fac9ca9907c45615100ff3acb7c8032089.
 Then run with env=douban_book env.data_dir={dest}. A subset table in another layout can be read

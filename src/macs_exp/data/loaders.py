@@ -120,7 +120,7 @@ def download_hint(fmt: str, data_dir: Path | str) -> str:
     return f"python scripts/download_data.py {fmt} --dest {data_dir}"
 
 
-def _existing(path: Path) -> Path | None:
+def existing(path: Path) -> Path | None:
     """The file itself, else its gzipped twin ``<name>.gz``."""
     for candidate in (path, path.with_name(path.name + ".gz")):
         if candidate.is_file():
@@ -145,7 +145,7 @@ def resolve_source(env_cfg: Any) -> RatingSource:
                 "give 0-based positions, or set env.table.header=true"
             )
         target = data_dir / table.file
-        found = _existing(target)
+        found = existing(target)
         if found is None:
             raise DataError(
                 f"ratings table not found: neither {target} nor {target}.gz exists "
@@ -165,7 +165,7 @@ def resolve_source(env_cfg: Any) -> RatingSource:
         raise DataError(
             f"{fmt} data folder {data_dir} does not exist; expected the files {expected} in it: {how}"
         )
-    found = _existing(data_dir / raw.file)
+    found = existing(data_dir / raw.file)
     if found is None:
         raise DataError(
             f"{fmt} ratings not found: neither {data_dir / raw.file} nor {data_dir / raw.file}.gz exists "
@@ -174,7 +174,8 @@ def resolve_source(env_cfg: Any) -> RatingSource:
     return RatingSource(fmt, found, raw.layout)
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed if it is a ``.gz`` twin."""
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         try:
@@ -184,7 +185,8 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _decode(data: bytes, path: Path, encoding: str) -> str:
+def decode(data: bytes, path: Path, encoding: str) -> str:
+    """``data`` as text; undecodable bytes are a DataError naming the line they sit on."""
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
@@ -195,25 +197,33 @@ def _decode(data: bytes, path: Path, encoding: str) -> str:
         ) from err
 
 
-def _physical_lines(text: str) -> list[str]:
+def physical_lines(text: str) -> list[str]:
+    """The lines of ``text``, each with its line break."""
     # newline="" splits on \n, \r\n and \r, as pandas does; str.splitlines would also split
     # on latin-1's \x85 and other characters that are ordinary data here.
     return list(io.StringIO(text, newline=""))
 
 
-def _records(lines: list[str], layout: TableLayout, path: Path) -> Iterator[tuple[int, int, list[str]]]:
-    """Yields (first line index, end line index, fields) per record, split as pandas splits them."""
-    if len(layout.sep) > 1:
+def split_records(
+    lines: list[str], sep: str, path: Path, *, quoted: bool = True, backslash_escapes: bool = False
+) -> Iterator[tuple[int, int, list[str]]]:
+    """Yields (first line index, end line index, fields) per record, split as pandas splits them.
+
+    ``quoted`` files may hold the separator (and line breaks) inside "..." fields; a
+    multi-character separator is never quoted (ML-1M's ``::``), and neither are files whose
+    text fields carry bare quotes (MovieLens titles), which must be split on every separator.
+    """
+    if len(sep) > 1 or not quoted:
         for k, line in enumerate(lines):
             stripped = line.rstrip("\r\n")
             if stripped:
-                yield k, k + 1, stripped.split(layout.sep)
+                yield k, k + 1, stripped.split(sep)
         return
     reader = csv.reader(
         iter(lines),
-        delimiter=layout.sep,
+        delimiter=sep,
         quotechar='"',
-        escapechar="\\" if layout.backslash_escapes else None,
+        escapechar="\\" if backslash_escapes else None,
     )
     start = 0
     while True:
@@ -258,11 +268,16 @@ class _Columns:
         return cls((user, item, rating, timestamp), n_fields)
 
 
+def single_char_sep(data: bytes, sep: str, encoding: str) -> tuple[bytes, str]:
+    """``data`` and ``sep`` rewritten for pandas' C parser, which splits on one character only:
+    a longer separator (ML-1M's ``::``) becomes a control character no text field holds."""
+    if len(sep) == 1:
+        return data, sep
+    return data.replace(sep.encode(encoding), _UNIT_SEP.encode()), _UNIT_SEP
+
+
 def _parse(data: bytes, layout: TableLayout, skip_header: bool, cols: _Columns) -> pd.DataFrame:
-    sep = layout.sep
-    if len(sep) > 1:
-        data = data.replace(sep.encode(layout.encoding), _UNIT_SEP.encode())
-        sep = _UNIT_SEP
+    data, sep = single_char_sep(data, layout.sep, layout.encoding)
     user, item = cols.positions[:2]
     text_ids = {pos: str for pos, kind in ((user, layout.user_ids), (item, layout.item_ids)) if kind == "str"}
     return pd.read_csv(
@@ -386,11 +401,19 @@ def read_ratings(source: RatingSource, on_bad_rows: str = "error") -> tuple[pd.D
         raise DataError(f"data.on_bad_rows={on_bad_rows!r}; choose one of {', '.join(ON_BAD_ROWS)}")
     path, layout = source.path, source.layout
     optional_timestamp = source.format == "table"
-    data = _read_bytes(path)
+    data = read_bytes(path)
     header: list[str] | None = None
     if layout.header:
-        lines = _physical_lines(_decode(data[: data.find(b"\n") + 1 or None], path, layout.encoding))
-        header = next((fields for _, _, fields in _records(lines, layout, path)), None)
+        lines = physical_lines(decode(data[: data.find(b"\n") + 1 or None], path, layout.encoding))
+        header = next(
+            (
+                fields
+                for _, _, fields in split_records(
+                    lines, layout.sep, path, backslash_escapes=layout.backslash_escapes
+                )
+            ),
+            None,
+        )
         if header is None:
             raise DataError(f"{path}: the file is empty; expected a header row")
     cols = _Columns.resolve(layout, header, path)
@@ -417,8 +440,13 @@ def _rows_complete(data: bytes, layout: TableLayout, cols: _Columns, n_rows: int
     if b'"' in data:
         return True
     assert cols.n_fields is not None
-    seps = data.count(layout.sep.encode(layout.encoding))
-    return seps == (cols.n_fields - 1) * (n_rows + int(layout.header))
+    return fields_complete(data, layout.sep, layout.encoding, cols.n_fields, n_rows + int(layout.header))
+
+
+def fields_complete(data: bytes, sep: str, encoding: str, n_fields: int, n_lines: int) -> bool:
+    """Whether the ``n_lines`` non-blank lines of an unquoted file hold ``n_fields`` fields each,
+    judged by the separator count (pandas pads a short line with empty fields)."""
+    return data.count(sep.encode(encoding)) == (n_fields - 1) * n_lines
 
 
 def _read_line_by_line(
@@ -426,8 +454,8 @@ def _read_line_by_line(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """The slow path: finds the exact bad lines, then parses the good ones with pandas."""
     path, layout = source.path, source.layout
-    lines = _physical_lines(_decode(data, path, layout.encoding))
-    records = _records(lines, layout, path)
+    lines = physical_lines(decode(data, path, layout.encoding))
+    records = split_records(lines, layout.sep, path, backslash_escapes=layout.backslash_escapes)
     if layout.header:
         next(records, None)
     good: list[str] = []
@@ -440,20 +468,7 @@ def _read_line_by_line(
             good.extend(lines[first:end])
         else:
             bad.append((first + 1, problem))
-    if bad:
-        line, problem = bad[0]
-        if on_bad_rows == "error":
-            raise DataError(
-                f"{path}: line {line}: {problem} ({len(bad)} malformed row(s) in this file). Fix the file, "
-                "or set data.on_bad_rows=skip to skip and count such rows"
-            )
-        log.warning(
-            "skipped %d malformed row(s) in %s (data.on_bad_rows=skip); first at line %d: %s",
-            len(bad),
-            path,
-            line,
-            problem,
-        )
+    report_bad_rows(path, bad, on_bad_rows)
     counts = {"rows_read": len(good) + len(bad), "bad_rows_skipped": len(bad)}
     if not good:
         return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in COLUMNS}), counts
@@ -461,3 +476,23 @@ def _read_line_by_line(
     if not _frame_is_clean(frame, layout, cols, optional_timestamp):
         raise DataError(f"{path}: rows that pass the line-by-line check still do not parse as a table")
     return _to_output(frame, layout, cols), counts
+
+
+def report_bad_rows(path: Path, bad: list[tuple[int, str]], on_bad_rows: str) -> None:
+    """Raises a DataError naming the first of the ``(line, problem)`` pairs in ``bad`` under
+    ``on_bad_rows=error``, else logs how many rows are skipped; nothing when ``bad`` is empty."""
+    if not bad:
+        return
+    line, problem = bad[0]
+    if on_bad_rows == "error":
+        raise DataError(
+            f"{path}: line {line}: {problem} ({len(bad)} malformed row(s) in this file). Fix the file, "
+            "or set data.on_bad_rows=skip to skip and count such rows"
+        )
+    log.warning(
+        "skipped %d malformed row(s) in %s (data.on_bad_rows=skip); first at line %d: %s",
+        len(bad),
+        path,
+        line,
+        problem,
+    )

@@ -71,7 +71,7 @@ def load_rating_data(env_cfg: RatingEnvConfig, data_cfg: DataConfig) -> RatingDa
     start, so it is part of the cache key; it also draws the reward model's held-out ratings.
     """
     source = resolve_source(env_cfg)
-    params = _cache_params(env_cfg, data_cfg, source)
+    params = cache_params(env_cfg, data_cfg, source)
     npz_path = Path(data_cfg.cache_dir) / f"{source.format}-{content_key(params, 24)}.npz"
     data = _cached_rating_data(env_cfg, data_cfg, source, params, npz_path)
     if env_cfg.train_reward == "model":
@@ -141,8 +141,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_params(env_cfg: RatingEnvConfig, data_cfg: DataConfig, source: RatingSource) -> dict[str, Any]:
-    """Everything the cached arrays depend on; the name is not, so it is set at load time."""
+def cache_params(env_cfg: RatingEnvConfig, data_cfg: DataConfig, source: RatingSource) -> dict[str, Any]:
+    """Everything the cached arrays depend on; the name is not, so it is set at load time. The
+    knowledge graph's cache key holds these too, as its user-item edges come from the split."""
     params: dict[str, Any] = {
         "version": CACHE_VERSION,
         "file_sha256": file_sha256(source.path),
