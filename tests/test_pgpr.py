@@ -79,7 +79,8 @@ def is_edge(graph: KnowledgeGraph, head: int, relation: int, tail: int) -> bool:
 def test_transe_loss_falls_and_ranks_training_edges_above_corrupted_ones(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    config = pgpr_config(data_dir, tmp_path, "kg.transe_epochs=30")
+    # Small batches, so that the tiny graph gets enough steps (upstream's 64 is for big graphs).
+    config = pgpr_config(data_dir, tmp_path, "kg.transe_epochs=50", "kg.transe_batch_size=16")
     graph = knowledge_graph(config, rating_data(config))
     assert graph is not None
     kg, embedding = graph
@@ -90,8 +91,9 @@ def test_transe_loss_falls_and_ranks_training_edges_above_corrupted_ones(
     e, w = embedding.entities, embedding.relations
     scores = (e[users] + w[kg.relations.index("liked")]) @ e[kg.n_users : kg.n_users + kg.n_items].T
     true = scores[torch.arange(len(users)), torch.as_tensor(items - kg.n_users)]
-    # The share of items a training edge's item outscores: well above chance (0.5).
-    assert float((scores < true[:, None]).float().mean()) > 0.7
+    # The share of items a training edge's item outscores, upstream's ranking score: well above
+    # chance (0.5); 0.58 after 3 epochs.
+    assert float((scores < true[:, None]).float().mean()) > 0.75
 
 
 def test_transe_is_cached_by_graph_and_settings(data_dir: Path, tmp_path: Path) -> None:
@@ -207,43 +209,24 @@ def test_a_greedy_walk_without_users_fails_by_name(data_dir: Path, tmp_path: Pat
 
 # --- learning -------------------------------------------------------------------------------
 def test_rewarded_walks_become_more_likely(data_dir: Path, tmp_path: Path) -> None:
-    agent, env, _ = built(
-        data_dir, tmp_path, "algo.dropout=0", "algo.act_dropout=0", "algo.learning_rate=1e-3"
-    )
+    overrides = ("algo.dropout=0", "algo.act_dropout=0", "algo.learning_rate=1e-2")
+    agent, env, _ = built(data_dir, tmp_path, *overrides)
     walks = [w for w, _ in _walks(agent, env, 8)]
     batch = {k: torch.cat([w[k] for w in walks]) for k in walks[0] if k != "item"}
-    batch["reward"] = torch.ones(len(batch["users"]))
-
-    def logp() -> torch.Tensor:
-        agent.net.eval()
-        return agent._walk_loss(batch, importance=False)["policy_loss"]
-
-    agent.net.train()
-    before = float(
-        agent._walk_loss({**batch, "reward": batch["reward"] * 0}, importance=False)["policy_loss"]
-    )
-    assert before == 0.0
-    start = [
-        float(agent.net(*agent_inputs(agent, batch)).__getitem__(0).gather(1, batch["slots"][:, :1]).sum())
-    ]
-    for _ in range(20):
-        agent.update(batch, None)
-    end = float(agent.net(*agent_inputs(agent, batch))[0].gather(1, batch["slots"][:, :1]).sum())
-    assert end > start[0] + 1.0
-    assert math.isfinite(float(logp()))
-
-
-def agent_inputs(agent: PGPR, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The first hop's network inputs of a batch of walks."""
-    from macs_exp.agents.kg_walk import Actions
-
-    acts = Actions(batch["entities"][:, 0], batch["acts"][:, 0], batch["valid"][:, 0])
-    state = agent._state(
-        batch["users"], batch["path"][:, :1], torch.full_like(batch["users"], agent.walker.self_loop)
-    )
-    agent.net.eval()
-    vectors = agent._vectors(acts)
-    return (state, batch["obs"], vectors, acts.valid)  # type: ignore[return-value]
+    changes = []
+    for reward in (1.0, 0.0):
+        twin, _, _ = built(data_dir, tmp_path, *overrides)
+        batch["reward"] = torch.full((len(batch["users"]),), reward)
+        with torch.no_grad():
+            before = twin.replay(batch)[2].sum()
+        for _ in range(20):
+            losses = twin.update(batch, None)
+        with torch.no_grad():
+            changes.append(float(twin.replay(batch)[2].sum() - before))
+    # The same 32 walks: rewarded, their log-probability rises (by 2.6); unrewarded, it falls
+    # (by 2.1: the critic's start is above 0).
+    assert changes[0] > 2.0 and changes[1] < changes[0] - 4.0
+    assert set(losses) >= {"policy_loss", "value_loss", "entropy", "loss"}
 
 
 def test_twins_and_alternatives_add_the_counterfactual_term(data_dir: Path, tmp_path: Path) -> None:
@@ -281,8 +264,9 @@ def test_walk_fail_rate_is_reported_and_restarted(data_dir: Path, tmp_path: Path
 # --- persistence ----------------------------------------------------------------------------
 def test_checkpoints_round_trip_with_weights_only(data_dir: Path, tmp_path: Path) -> None:
     agent, env, _ = built(data_dir, tmp_path)
+    _walks(agent, env, 5)
+    agent.learn()  # 20 walks: one update of all of them
     _walks(agent, env, 3)
-    agent.learn()
     agent.save(tmp_path / "agent.pt")
     fresh, _, _ = built(data_dir, tmp_path, seed=5)
     fresh.load(tmp_path / "agent.pt")
@@ -362,7 +346,8 @@ def test_a_run_logs_table1_the_graph_and_explanations(data_dir: Path, tmp_path: 
 def test_a_run_is_reproducible_from_its_seed(data_dir: Path, tmp_path: Path) -> None:
     first, _ = _run(data_dir, tmp_path / "a", "mode=baseline", "tracking.enabled=false")
     second, _ = _run(data_dir, tmp_path / "b", "mode=baseline", "tracking.enabled=false")
-    assert first.history == second.history  # type: ignore[attr-defined]
+    learned = {k: v for k, v in first.history.items() if not k.startswith("perf/")}  # type: ignore[attr-defined]
+    assert learned and all(second.history[k] == v for k, v in learned.items())  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow

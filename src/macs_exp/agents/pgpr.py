@@ -502,11 +502,9 @@ class PGPR:
         )
         return sums
 
-    def _walk_loss(self, walks: dict[str, torch.Tensor], *, importance: bool) -> dict[str, torch.Tensor]:
-        """Upstream's actor-critic loss summed over hops, averaged over walks: -log pi (G - V)
-        (weighted by min(rho, rho_bar) for synthesised walks), (G - V)^2, minus ent_weight
-        times the entropy; G_h = gamma^(HOPS - 1 - h) R."""
-        b = len(walks["users"])
+    def replay(self, walks: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The networks along stored walks, hop-major (HOPS x B rows): every slot's
+        log-probability, the state values, and the log-probability of the slot taken."""
         hop_states, hop_acts = [], []
         for h in range(HOPS):
             prefix = walks["path"][:, : h + 1]
@@ -519,7 +517,14 @@ class PGPR:
         log_probs, values = self.net(
             torch.cat(hop_states), walks["obs"].repeat(HOPS, 1), self._vectors(acts), acts.valid
         )
-        logp = log_probs.gather(1, walks["slots"].T.reshape(-1, 1))[:, 0]
+        return log_probs, values, log_probs.gather(1, walks["slots"].T.reshape(-1, 1))[:, 0]
+
+    def _walk_loss(self, walks: dict[str, torch.Tensor], *, importance: bool) -> dict[str, torch.Tensor]:
+        """Upstream's actor-critic loss summed over hops, averaged over walks: -log pi (G - V)
+        (weighted by min(rho, rho_bar) for synthesised walks), (G - V)^2, minus ent_weight
+        times the entropy; G_h = gamma^(HOPS - 1 - h) R."""
+        b = len(walks["users"])
+        log_probs, values, logp = self.replay(walks)
         discount = self.cfg.gamma ** torch.arange(HOPS - 1, -1, -1, device=self.device, dtype=torch.float32)
         returns = (discount[:, None] * walks["reward"][None, :]).reshape(-1)
         advantage = (returns - values).detach()

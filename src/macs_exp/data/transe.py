@@ -60,9 +60,9 @@ class TransE(nn.Module):
         super().__init__()
         bound = 0.5 / dim  # upstream's initrange
         self.n_entities = n_entities
-        self.entities = nn.Embedding(n_entities, dim, sparse=True)
-        self.relations = nn.Embedding(n_relations, dim, sparse=True)
-        self.bias = nn.Embedding(n_relations * n_entities, 1, sparse=True)
+        self.entities = nn.Embedding(n_entities, dim)
+        self.relations = nn.Embedding(n_relations, dim)
+        self.bias = nn.Embedding(n_relations * n_entities, 1)
         nn.init.uniform_(self.entities.weight, -bound, bound)
         nn.init.uniform_(self.relations.weight, -bound, bound)
         nn.init.zeros_(self.bias.weight)
@@ -136,9 +136,9 @@ def train_transe(graph: KnowledgeGraph, cfg: KGConfig) -> GraphEmbedding:
             loss = model.loss(edges[batch], sampler.draw(edges[batch, 1], cfg.transe_negatives, generator))
             optimizer.zero_grad()
             loss.backward()
-            _clip_sparse(model, cfg.transe_clip)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.transe_clip)
             optimizer.step()
-            epoch_loss += float(loss) * len(batch)
+            epoch_loss += float(loss.detach()) * len(batch)
             step += 1
         losses.append(epoch_loss / len(edges))
     with torch.no_grad():
@@ -147,17 +147,6 @@ def train_transe(graph: KnowledgeGraph, cfg: KGConfig) -> GraphEmbedding:
     return GraphEmbedding(
         model.entities.weight.detach().clone(), model.relations.weight.detach().clone(), stats
     )
-
-
-def _clip_sparse(model: nn.Module, max_norm: float) -> None:
-    """Scales the (sparse) gradients down to total norm ``max_norm`` where they exceed it."""
-    grads = [p.grad.coalesce() for p in model.parameters() if p.grad is not None]
-    norm = torch.sqrt(sum((g.values().square().sum() for g in grads), torch.zeros(())))
-    if norm > max_norm:
-        scale = max_norm / float(norm)
-        for p in model.parameters():
-            if p.grad is not None:
-                p.grad = p.grad.coalesce() * scale
 
 
 def graph_embedding(graph: KnowledgeGraph, cfg: KGConfig, cache_dir: str | Path) -> GraphEmbedding:
