@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from macs_exp.data.kg import KnowledgeGraph
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY_CTRL, TINY_MACS
@@ -21,6 +20,7 @@ from macs_exp.agents.kg_walk import HOPS
 from macs_exp.agents.pgpr import PGPR
 from macs_exp.app import compose_config
 from macs_exp.config import Config, to_config
+from macs_exp.data.kg import KnowledgeGraph
 from macs_exp.data.transe import TransE, graph_embedding
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.factory import make_batched_env
