@@ -115,6 +115,24 @@ def test_transe_scores_a_triple_as_upstream() -> None:
     assert torch.allclose(model.scores(h, r, t)[0, 0], expected + model.bias.weight[1 * 5 + 4, 0])
 
 
+def test_transe_closed_form_gradients_are_autograds() -> None:
+    torch.manual_seed(0)
+    model = TransE(12, 3, 4)
+    with torch.no_grad():
+        for table in (model.entities, model.relations, model.bias):
+            table.weight.normal_()
+    edges = torch.tensor([[0, 1, 5], [0, 2, 7], [3, 1, 5]])
+    negatives = torch.tensor([[6, 6], [8, 5], [9, 10]])
+    model.loss(edges, negatives).backward()
+    loss, grads = model.gradients(edges, negatives)
+    assert torch.allclose(loss, model.loss(edges, negatives))
+    for table, (rows, grad) in zip((model.entities, model.relations, model.bias), grads, strict=True):
+        assert table.weight.grad is not None
+        expected = table.weight.grad.clone()
+        expected[rows] -= grad
+        assert torch.allclose(expected, torch.zeros_like(expected), atol=1e-6)
+
+
 # --- the walk -------------------------------------------------------------------------------
 def _walks(agent: PGPR, env: BatchedEnv, steps: int) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     obs, _ = env.reset(seed=0)

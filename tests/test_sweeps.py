@@ -288,7 +288,7 @@ def test_optuna_search_runs_in_memory_and_tracks_every_trial(tmp_path: Path) -> 
 
 PRESET_JOBS = {
     "smoke": 24,
-    "table1": 80,
+    "table1": 100,
     "fig4": 75,
     "fig5_hidden": 15,
     "fig6_threshold": 20,

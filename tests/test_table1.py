@@ -62,6 +62,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> MlflowStore:
     for seed, recall in enumerate([0.05, 0.1, 0.15]):
         run("tpgr", "baseline", "ml100k", seed, rating(recall))
         run("tpgr", "ctrl", "ml100k", seed, rating(recall + 0.01))
+        # PGPR, the graph walker, after TPGR.
+        run("pgpr", "joint", "ml100k", seed, rating(recall + 0.02))
     for seed in range(3):
         run("td3", "baseline", "ml100k", seed, status="KILLED" if seed else "FAILED")
         run("random", "baseline", "ml100k", seed, rating(0.01))
@@ -104,6 +106,7 @@ def test_rows_and_columns_follow_the_paper_order(table: pd.DataFrame) -> None:
         "TPGR-E",
         "TPGR-J",
         "TPGR-CTRL",
+        "PGPR-J",
         "Random",
         "Popular",
     ]

@@ -82,6 +82,60 @@ class TransE(nn.Module):
         negative = self.scores(heads, relations, negatives)
         return (-F.logsigmoid(positive) - F.logsigmoid(-negative).sum(1)).mean()
 
+    @torch.no_grad()
+    def gradients(
+        self, edges: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``loss`` and its gradient in closed form, without autograd (ten times faster at a
+        batch of 64, where the step is all overhead): for each parameter table, the rows a
+        batch touches and their summed gradients."""
+        heads, relations, tails = edges.unbind(1)
+        e, w, bias = self.entities.weight, self.relations.weight, self.bias.weight[:, 0]
+        query = e[heads] + w[relations]
+        tail_vectors, negative_vectors = e[tails], e[negatives]
+        bias_rows = torch.cat(
+            [
+                relations[:, None] * self.n_entities + tails[:, None],
+                relations[:, None] * self.n_entities + negatives,
+            ],
+            1,
+        )
+        positive = (query * tail_vectors).sum(1) + bias[bias_rows[:, 0]]
+        negative = torch.einsum("bd,bkd->bk", query, negative_vectors) + bias[bias_rows[:, 1:]]
+        loss = (-F.logsigmoid(positive) - F.logsigmoid(-negative).sum(1)).mean()
+        n = len(heads)
+        d_pos = (torch.sigmoid(positive) - 1) / n
+        d_neg = torch.sigmoid(negative) / n
+        d_query = d_pos[:, None] * tail_vectors + torch.einsum("bk,bkd->bd", d_neg, negative_vectors)
+        entity_rows = torch.cat([heads, tails, negatives.flatten()])
+        entity_grads = torch.cat(
+            [d_query, d_pos[:, None] * query, (d_neg[:, :, None] * query[:, None, :]).flatten(0, 1)]
+        )
+        grads = [
+            _summed(entity_rows, entity_grads),
+            _summed(relations, d_query),
+            _summed(bias_rows.flatten(), torch.cat([d_pos[:, None], d_neg], 1).flatten()[:, None]),
+        ]
+        return loss, grads
+
+    @torch.no_grad()
+    def sgd_step(self, edges: torch.Tensor, negatives: torch.Tensor, rate: float, clip: float) -> float:
+        """One SGD step on ``loss`` with its gradient clipped to total norm ``clip``."""
+        loss, grads = self.gradients(edges, negatives)
+        norm = torch.sqrt(sum((g.square().sum() for _, g in grads), torch.zeros(())))
+        scale = rate * min(1.0, clip / max(float(norm), 1e-12))
+        for table, (rows, grad) in zip((self.entities, self.relations, self.bias), grads, strict=True):
+            table.weight.index_add_(0, rows, grad, alpha=-scale)
+        return float(loss)
+
+
+def _summed(rows: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct ``rows`` and the sum of ``grads`` over each (the norm counts each row once)."""
+    distinct, inverse = torch.unique(rows, return_inverse=True)
+    return distinct, torch.zeros(len(distinct), grads.shape[1], dtype=grads.dtype).index_add_(
+        0, inverse, grads
+    )
+
 
 class _TailSampler:
     """Corrupted tails per relation: entities of the tail type, weighted by count^0.75 (uniform
@@ -122,7 +176,6 @@ def train_transe(graph: KnowledgeGraph, cfg: KGConfig) -> GraphEmbedding:
     edges = torch.from_numpy(np.stack([heads, relations, tails], 1))
     sampler = _TailSampler(graph, relations, tails)
     model = TransE(graph.n_entities, len(graph.relations), cfg.transe_dim)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.transe_learning_rate)
     batches = -(-len(edges) // cfg.transe_batch_size)
     total = max(cfg.transe_epochs * batches, 1)
     losses: list[float] = []
@@ -131,14 +184,8 @@ def train_transe(graph: KnowledgeGraph, cfg: KGConfig) -> GraphEmbedding:
         epoch_loss = 0.0
         for batch in torch.randperm(len(edges), generator=generator).split(cfg.transe_batch_size):
             rate = cfg.transe_learning_rate * max(LR_FLOOR, 1.0 - step / total)
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            loss = model.loss(edges[batch], sampler.draw(edges[batch, 1], cfg.transe_negatives, generator))
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.transe_clip)
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * len(batch)
+            negatives = sampler.draw(edges[batch, 1], cfg.transe_negatives, generator)
+            epoch_loss += model.sgd_step(edges[batch], negatives, rate, cfg.transe_clip) * len(batch)
             step += 1
         losses.append(epoch_loss / len(edges))
     with torch.no_grad():
