@@ -108,19 +108,46 @@ class GraphWalker:
         return query @ self.entities[self.n_users : self.n_users + self.n_items].T
 
     # --- actions ----------------------------------------------------------------------------
-    def actions(self, users: torch.Tensor, path: torch.Tensor, allowed: torch.Tensor | None) -> Actions:
+    def actions(
+        self,
+        users: torch.Tensor,
+        path: torch.Tensor,
+        allowed: torch.Tensor | None,
+        allowed_rows: torch.Tensor | None = None,
+    ) -> Actions:
         """The action slots of rows at ``path[:, -1]`` (B, hops so far + 1 entities, the user
-        first); ``allowed`` (B, n_items) only at the last hop."""
+        first). At the last hop ``allowed`` (R, n_items) holds the allowed items, row
+        ``allowed_rows[b]`` for row b (row b itself without ``allowed_rows``)."""
         current = path[:, -1]
         degree = self.indptr[current + 1] - self.indptr[current]
-        width = max(int(degree.max()), 1)
-        rows_per_block = max(_BLOCK // width, 1)
+        if allowed is not None and allowed_rows is None:
+            allowed_rows = torch.arange(len(current), device=current.device)
+        # Rows in blocks of similar degree, each padded to its own widest: a hub's degree
+        # (a gender, a genre) is 10 times the median's.
+        order = degree.argsort()
         parts = []
-        for start in range(0, len(current), rows_per_block):
-            block = slice(start, start + rows_per_block)
-            mask = None if allowed is None else allowed[block]
-            parts.append(self._block(users[block], path[block], degree[block], width, mask))
-        return Actions.cat(parts)
+        for block in self._blocks(degree[order]):
+            rows = order[block]
+            mask = None if allowed is None or allowed_rows is None else (allowed, allowed_rows[rows])
+            width = max(int(degree[rows].max()), 1)
+            parts.append(self._block(users[rows], path[rows], degree[rows], width, mask))
+        out = Actions.cat(parts)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return out.select(inverse)
+
+    @staticmethod
+    def _blocks(degree: torch.Tensor) -> list[slice]:
+        """Consecutive rows of ascending ``degree``, about 16 blocks of at most _BLOCK cells."""
+        n, blocks, start = len(degree), [], 0
+        step = max(-(-n // 16), 1)
+        while start < n:
+            stop = min(start + step, n)
+            width = max(int(degree[stop - 1]), 1)
+            stop = min(stop, start + max(_BLOCK // width, 1))
+            blocks.append(slice(start, stop))
+            start = stop
+        return blocks
 
     def _block(
         self,
@@ -128,36 +155,45 @@ class GraphWalker:
         path: torch.Tensor,
         degree: torch.Tensor,
         width: int,
-        allowed: torch.Tensor | None,
+        allowed: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> Actions:
         current = path[:, -1]
         offsets = torch.arange(width, device=current.device)
-        present = offsets[None, :] < degree[:, None]
         index = (self.indptr[current][:, None] + offsets[None, :]).clamp_max(len(self.neighbors) - 1)
         nxt, rel = self.neighbors[index], self.edge_relations[index]
-        valid = present & ~(nxt[:, :, None] == path[:, None, :]).any(2)
+        # The graph has no self-edges, so only the entities before the current one can recur.
+        valid = (offsets[None, :] < degree[:, None]) & ~(nxt[:, :, None] == path[:, None, :-1]).any(2)
         stay = torch.ones_like(current, dtype=torch.bool)
         if allowed is not None:
-            valid &= self._allowed_items(nxt, allowed)
-            stay = self._allowed_items(current[:, None], allowed)[:, 0]
-        score = self._pruning_scores(users, nxt)
-        keep = min(self.max_acts, width)
-        top = score.masked_fill(~valid, float("-inf")).topk(keep, dim=1).indices
-        nxt, rel, valid = nxt.gather(1, top), rel.gather(1, top), valid.gather(1, top)
-        # Upstream's slot order: by (relation, entity); invalid slots last.
-        order = torch.where(valid, rel * (self.neighbors.max() + 1) + nxt, torch.iinfo(torch.int64).max)
-        order = order.argsort(1)
-        nxt, rel, valid = nxt.gather(1, order), rel.gather(1, order), valid.gather(1, order)
-        pad = self.max_acts - keep
-        b = len(current)
-        entities = torch.cat([current[:, None], nxt, current[:, None].expand(b, pad)], 1)
-        relations = torch.cat(
-            [torch.full((b, 1), self.self_loop, device=rel.device), rel, rel.new_zeros(b, pad)], 1
-        )
+            valid &= self._allowed_items(nxt, *allowed)
+            stay = self._allowed_items(current[:, None], *allowed)[:, 0]
+        valid = self._pruned(users, nxt, valid)
+        # Slots in the CSR's order, (relation, entity), as upstream sorts them: each valid edge
+        # goes to the slot its rank among the row's valid edges says; the rest to a spare column.
+        b, k = len(current), self.max_acts
+        slot = torch.where(valid, valid.cumsum(1) - 1, k)
+        entities = current[:, None].repeat(1, k + 2)
+        relations = torch.zeros(b, k + 2, dtype=torch.int64, device=current.device)
+        entities[:, 1:].scatter_(1, slot, nxt)
+        relations[:, 1:].scatter_(1, slot, rel)
+        relations[:, 0] = self.self_loop
+        kept = torch.zeros(b, k + 2, dtype=torch.bool, device=current.device)
+        kept[:, 1:].scatter_(1, slot, valid)
         # A last hop with no way to an allowed item keeps the self-loop, and fails.
-        stay = stay | ~valid.any(1)
-        valid = torch.cat([stay[:, None], valid, valid.new_zeros(b, pad)], 1)
-        return Actions(entities, relations, valid)
+        kept[:, 0] = stay | ~valid.any(1)
+        return Actions(entities[:, :-1], relations[:, :-1], kept[:, :-1])
+
+    def _pruned(self, users: torch.Tensor, entities: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``valid`` with only the ``max_acts`` best-scored edges kept in rows with more."""
+        crowded = valid.sum(1) > self.max_acts
+        if not bool(crowded.any()):
+            return valid
+        rows = crowded.nonzero()[:, 0]
+        score = self._pruning_scores(users[rows], entities[rows]).masked_fill(~valid[rows], float("-inf"))
+        best = torch.zeros_like(valid[rows]).scatter_(1, score.topk(self.max_acts, dim=1).indices, True)
+        valid = valid.clone()
+        valid[rows] &= best
+        return valid
 
     def _pruning_scores(self, users: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
         """``<e_u + o_type(e), e>`` of (B, W) ``entities`` for each row's user, through one
@@ -166,21 +202,28 @@ class GraphWalker:
         scores = self.entities[distinct] @ self.entities.T
         return scores[row_user[:, None], entities] + self.bias[entities]
 
-    def _allowed_items(self, entities: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def _allowed_items(
+        self, entities: torch.Tensor, allowed: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, W): whether each entity is an item that row ``rows[b]`` of ``allowed`` allows."""
         items = self.items_of(entities)
-        rows = torch.arange(len(entities), device=entities.device)[:, None].expand_as(items)
-        return (items >= 0) & allowed[rows, items.clamp_min(0)]
+        return (items >= 0) & allowed[rows[:, None], items.clamp_min(0)]
 
     # --- walks --------------------------------------------------------------------------------
     def succeeded(
-        self, path: torch.Tensor, relations: torch.Tensor, allowed: torch.Tensor | None
+        self,
+        path: torch.Tensor,
+        relations: torch.Tensor,
+        allowed: torch.Tensor | None,
+        allowed_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B,) whether walks of ``path`` (B, HOPS + 1) along ``relations`` (B, HOPS) end at an
         allowed item along a pattern."""
         end = path[:, -1]
         ok = self.items_of(end) >= 0
         if allowed is not None:
-            ok &= self._allowed_items(end[:, None], allowed)[:, 0]
+            rows = torch.arange(len(end), device=end.device) if allowed_rows is None else allowed_rows
+            ok &= self._allowed_items(end[:, None], allowed, rows)[:, 0]
         n = self.n_relations
         code = (relations[:, 0] * n + relations[:, 1]) * n + relations[:, 2]
         return ok & torch.isin(code, self.patterns)

@@ -366,8 +366,8 @@ class PGPR:
         relations = users.new_zeros(n, 0)
         score = torch.zeros(n, device=self.device)
         for h, width in enumerate(self.cfg.beam):
-            mask = None if allowed is None or h < HOPS - 1 else allowed[row]
-            acts = self.walker.actions(users[row], path, mask)
+            last = h == HOPS - 1
+            acts = self.walker.actions(users[row], path, allowed if last else None, row if last else None)
             log_probs, _ = self._hop(users[row], obs[row], path, relation, acts)
             top = log_probs.topk(min(width, log_probs.shape[1]), dim=1)
             k = top.indices.shape[1]
@@ -392,7 +392,7 @@ class PGPR:
     ) -> dict[str, torch.Tensor]:
         """Per row, of the items its successful paths reach, the TransE-best one and its most
         probable path; rows with none get the TransE-best allowed item and no path."""
-        ok = self.walker.succeeded(path, relations, None if allowed is None else allowed[row])
+        ok = self.walker.succeeded(path, relations, allowed, row)
         row, path, relations, score = row[ok], path[ok], relations[ok], score[ok]
         items = self.walker.items_of(path[:, -1])
         transe = self.walker.user_item_scores(users)
