@@ -275,7 +275,48 @@ def bench_tpgr() -> None:
     emit("tpgr_train_step_64x16_s", collected + updated, "s")
 
 
-SECTIONS = ("env", "trainer", "macs", "rating", "preprocess", "tpgr")
+def bench_pgpr(data_root: Path) -> None:
+    """PGPR at its defaults on ML-100k (``data_root``/ml-100k, its graph and TransE trained into
+    a fresh cache first): upstream's beam search for 64 test users at once and for every test
+    user (one step of an evaluation), and one sampled training walk for one user, as the
+    trainer steps it (``env.num_envs=1``)."""
+    data_dir = data_root / "ml-100k"
+    if not data_dir.is_dir():
+        print(f"note: pgpr skipped, no data at {data_dir}", file=sys.stderr)
+        return
+    from macs_exp.trainer.run import knowledge_graph, rating_data
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        config = to_config(
+            compose_config(
+                ["algo=pgpr", "env=ml100k", f"env.data_dir={data_dir}", f"data.cache_dir={cache_dir}"]
+            )
+        )
+        data = rating_data(config)
+        assert data is not None
+        start = time.perf_counter()
+        graph = knowledge_graph(config, data)
+        emit("pgpr_graph_and_transe_ml100k_s", time.perf_counter() - start, "s")
+    test_env = RatingVecEnv(None, data, split="test")
+    items = ItemSpace(test_env.item_features(), graph)
+    agent = make_agent(
+        config.algo, test_env.single_observation_space, test_env.single_action_space, "cpu", 0, items
+    )
+    obs = torch.as_tensor(test_env.reset(seed=0)[0])
+    allowed, users = test_env.allowed_items(), test_env.slot_users()
+    start = time.perf_counter()
+    agent.act(obs[:64], True, allowed[:64], users[:64])
+    emit("pgpr_beam_64_users_s", time.perf_counter() - start, "s")
+    start = time.perf_counter()
+    agent.act(obs, True, allowed, users)
+    emit("pgpr_beam_all_test_users_s", time.perf_counter() - start, "s")
+    start = time.perf_counter()
+    for row in range(100):
+        agent.explore(obs[row : row + 1], allowed[row : row + 1], users[row : row + 1])
+    emit("pgpr_walk_ms_per_step", 10 * (time.perf_counter() - start), "ms")
+
+
+SECTIONS = ("env", "trainer", "macs", "rating", "preprocess", "tpgr", "pgpr")
 
 
 def main() -> None:
@@ -325,6 +366,8 @@ def main() -> None:
         bench_preprocessing(args.data_root)
     if "tpgr" in args.only:
         bench_tpgr()
+    if "pgpr" in args.only:
+        bench_pgpr(args.data_root)
     if "macs" in args.only:
         for algo in ALGOS:
             bench_macs_overhead(algo, args.macs_steps, args.threads, args.overrides)

@@ -25,7 +25,7 @@ from macs_exp.data.transe import TransE, graph_embedding
 from macs_exp.envs.base import BatchedEnv
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.schema import ConfigError
-from macs_exp.trainer.run import knowledge_graph, rating_data, run_experiment
+from macs_exp.trainer.run import evaluation_env, knowledge_graph, rating_data, run_experiment
 
 TINY_PGPR = [
     "algo=pgpr",
@@ -315,6 +315,14 @@ def test_a_table_without_side_files_or_a_simulator_is_refused_by_name(tmp_path: 
         run_experiment(
             compose_config(["algo=pgpr", "env=synthetic", "tracking.enabled=false"]), tmp_path / "b"
         )
+
+
+def test_eval_users_limits_the_evaluation_to_the_first_test_users(data_dir: Path, tmp_path: Path) -> None:
+    for eval_users, served in (("null", 30), ("3", 3)):
+        config = pgpr_config(data_dir, tmp_path, f"env.eval_users={eval_users}")
+        env, ranking = evaluation_env(config, torch.device("cpu"), rating_data(config))
+        assert env.num_envs == served and ranking is not None
+        assert env.slot_users().tolist() == list(range(served))
 
 
 @pytest.mark.parametrize(("key", "value"), [("beam", "[25,5]"), ("actor", "tree"), ("max_acts", "0")])

@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TINY, TINY_CTRL, TINY_MACS
+from kg_files import write_ml100k
 from macs_exp.app import compose_config
 from macs_exp.schema import ResumeError
 from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, pack, unpack
@@ -67,6 +68,19 @@ RATED = [
     "macs.algo.action_mapping=knn",
 ]
 TPGR_RATED = ["algo=tpgr", "algo.batch_episodes=4", "env=tiny_ratings", "env.candidates=rated"]
+# PGPR on a tiny dataset with side files, written where {kg_data} stands.
+PGPR_CTRL = [
+    "algo=pgpr",
+    "algo.batch_size=8",
+    "algo.hidden=[32,16]",
+    "algo.context_dim=8",
+    "kg.transe_epochs=3",
+    "kg.transe_dim=16",
+    "env=ml100k",
+    "env.data_dir={kg_data}",
+    "data.cache_dir={kg_data}/cache",
+    *TINY_CTRL,
+]
 
 
 def overrides(mode: str, tmp_path: Path, env: list[str] | None = None) -> list[str]:
@@ -169,11 +183,18 @@ def kill_and_resume(
             marks=pytest.mark.slow,
             id="tpgr-joint-rated",
         ),
+        # PGPR-CTRL: walks of the update being gathered, and CTRL's drawn walks, at the checkpoint.
+        pytest.param(
+            "ctrl", ("step", 350, "SIGKILL"), PGPR_CTRL, False, marks=pytest.mark.slow, id="pgpr-ctrl"
+        ),
     ],
 )
 def test_killed_and_resumed_run_has_the_uninterrupted_history(
     mode: str, kill: tuple[str, int, str], env: list[str] | None, by_run_id: bool, tmp_path: Path
 ) -> None:
+    if env is not None and any("{kg_data}" in o for o in env):
+        folder = write_ml100k(tmp_path / "kg_data")
+        env = [o.replace("{kg_data}", str(folder)) for o in env]
     expected = reference(mode, tmp_path, env)
     client, run_id = kill_and_resume(mode, tmp_path, kill, env, by_run_id)
     assert histories(client, run_id) == expected

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO, TINY
+from kg_files import write_ml100k
 
 # Each runs a script end to end in a subprocess (the benchmark: minutes).
 pytestmark = pytest.mark.slow
@@ -31,6 +32,8 @@ def test_check_pendulum_prints_its_result_line_last() -> None:
 def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
     # Tiny MACS settings so that stage 2 runs within the short joint-mode timing.
     macs = ["macs.threshold_frac=0", "macs.threshold_window=3", "macs.stage2_steps=40"]
+    # A tiny ML-100K with side files: the preprocessing and PGPR sections run on it.
+    write_ml100k(tmp_path / "ml-100k")
     lines = run_script(
         "scripts/bench_throughput.py",
         "--steps",
@@ -52,6 +55,7 @@ def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
         expected |= {f"trainer_speedup_vs_sb3_{algo}", f"macs_joint_overhead_{algo}"}
     expected |= {"rating_env_n1", "rating_env_n256"}
     expected |= {"tpgr_eval_ml1m_all_users_s", "tpgr_train_step_64x16_s", "tpgr_update_64x16_s"}
+    expected |= {"pgpr_beam_64_users_s", "pgpr_beam_all_test_users_s", "pgpr_walk_ms_per_step"}
     assert expected <= set(figures)
     assert figures["vtb_batched_speedup_n256"][1] == figures["macs_joint_overhead_ddpg"][1] == "ratio"
     assert figures["macs_stage2_runs_ddpg"][0] >= 1

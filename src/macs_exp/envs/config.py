@@ -76,10 +76,17 @@ class RatingEnvConfig(EnvConfig):
     # logged: an item the user never rated earns 0; model: in training episodes it earns the
     # prediction of a rating model fitted on the training ratings (evaluation stays logged).
     train_reward: str = MISSING
+    # Evaluations score every test user (null), or only the first this many: a quick check of a
+    # slow agent on a large dataset, never a table's protocol.
+    eval_users: int | None = MISSING
 
     def rules(self) -> Rules:
         return {
             **super().rules(),
+            "eval_users": (
+                self.eval_users is None or self.eval_users >= 1,
+                "null (every test user) or at least 1",
+            ),
             "candidates": (self.candidates in CANDIDATES, f"one of {', '.join(CANDIDATES)}"),
             "state": (self.state in STATES, f"one of {', '.join(STATES)}"),
             "train_reward": (self.train_reward in TRAIN_REWARDS, f"one of {', '.join(TRAIN_REWARDS)}"),

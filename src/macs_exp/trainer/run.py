@@ -259,7 +259,8 @@ def evaluation_env(
     of the run; the caller closes it."""
     if data is None:
         return make_batched_env(config.env, config.trainer.eval_episodes, str(device)), None
-    eval_env = make_batched_env(config.env, None, str(device), data=data, split="test")
+    assert isinstance(config.env, RatingEnvConfig)
+    eval_env = make_batched_env(config.env, config.env.eval_users, str(device), data=data, split="test")
     return eval_env, _ranking(eval_env, data)
 
 
