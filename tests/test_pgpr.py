@@ -369,6 +369,7 @@ def test_a_run_logs_table1_the_graph_and_explanations(data_dir: Path, tmp_path: 
     assert "explanations.jsonl" in artifacts
 
 
+@pytest.mark.slow
 def test_a_run_is_reproducible_from_its_seed(data_dir: Path, tmp_path: Path) -> None:
     first, _ = _run(data_dir, tmp_path / "a", "mode=baseline", "tracking.enabled=false")
     second, _ = _run(data_dir, tmp_path / "b", "mode=baseline", "tracking.enabled=false")
@@ -397,6 +398,7 @@ def test_every_mode_runs_under_both_protocols(
         assert math.isfinite(run.data.metrics["train/cf_policy_loss"])
 
 
+@pytest.mark.slow
 def test_joint_without_augmentation_is_the_baseline(data_dir: Path, tmp_path: Path) -> None:
     base, _ = _run(data_dir, tmp_path / "a", "mode=baseline", "tracking.enabled=false")
     joint, _ = _run(data_dir, tmp_path / "b", "mode=joint", "macs.augment_prob=0", "tracking.enabled=false")
