@@ -79,7 +79,7 @@ def test_unknown_group_option_lists_the_choices() -> None:
     listed = str(err.value).split("Available options in 'algo':")[1]
     options = listed.split("Config search path")[0].split()
     # ... and no schema, which is not runnable.
-    assert options == ["ddpg", "popular", "random", "sac", "td3", "tpgr"]
+    assert options == ["ddpg", "pgpr", "popular", "random", "sac", "td3", "tpgr"]
 
 
 @pytest.mark.parametrize(

@@ -85,14 +85,20 @@ class EpisodeLearner:
         self._due = 0
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, allowed: torch.Tensor | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        allowed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # Item ids of a discrete env without a catalogue: ``allowed`` is always None here.
+        # Item ids of a discrete env without a catalogue or users: both are always None here.
         if deterministic:
             return (obs[:, 0].long() % 3).clone()
         return torch.randint(3, (obs.shape[0],), generator=self.generator)
 
-    def explore(self, obs: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def explore(
+        self, obs: torch.Tensor, allowed: torch.Tensor | None = None, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.act(obs)
 
     def observe(self, real: Transitions) -> None:
@@ -109,7 +115,7 @@ class EpisodeLearner:
         return updates
 
     def frozen_policy(self) -> Policy:
-        return lambda obs, allowed=None: self.act(obs, deterministic=True, allowed=allowed)
+        return lambda obs, allowed=None, users=None: self.act(obs, deterministic=True, allowed=allowed)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

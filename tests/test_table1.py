@@ -106,7 +106,10 @@ def test_rows_and_columns_follow_the_paper_order(table: pd.DataFrame) -> None:
         "TPGR-E",
         "TPGR-J",
         "TPGR-CTRL",
+        "PGPR",
+        "PGPR-E",
         "PGPR-J",
+        "PGPR-CTRL",
         "Random",
         "Popular",
     ]
@@ -218,7 +221,7 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
     assert [p.name for p in paths] == ["table1-s1.md", "table1-s1.csv", "table1-s1.tex"]
     csv = pd.read_csv(paths[1], keep_default_na=False)
     assert tuple(csv.columns) == CSV_COLUMNS
-    assert len(csv) == 18 * 5
+    assert len(csv) == 22 * 5
     joint = csv[(csv["row"] == "DDPG-J") & (csv["metric"] == "test/recall")].iloc[0]
     assert (joint["n"], joint["expected"], joint["failed"], joint["status"], joint["mark"]) == (
         2,
@@ -235,7 +238,7 @@ def test_files_are_written_with_the_long_csv(table: pd.DataFrame, tmp_path: Path
         paths[0]
         .read_text()
         .rstrip()
-        .endswith("cells: 24 complete, 6 partial, 3 failed, 3 running, 54 missing")
+        .endswith("cells: 27 complete, 6 partial, 3 failed, 3 running, 71 missing")
     )
 
 
@@ -248,7 +251,7 @@ def test_script_prints_writes_and_logs_to_the_sweep_parent(store: MlflowStore, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "## Table I: table1"
-    assert lines[-1] == "cells: 24 complete, 6 partial, 3 failed, 3 running, 54 missing"
+    assert lines[-1] == "cells: 27 complete, 6 partial, 3 failed, 3 running, 71 missing"
     assert any(line.startswith("| DDPG-E | **0.4000 ± 0.1000** (n=3) +100.0% (p=0.070) |") for line in lines)
     assert sorted(p.name for p in out.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
 
