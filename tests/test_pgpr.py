@@ -349,6 +349,7 @@ def _run(data_dir: Path, tmp_path: Path, *overrides: str) -> tuple[object, Mlflo
     return result, MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
 
 
+@pytest.mark.slow
 def test_a_run_logs_table1_the_graph_and_explanations(data_dir: Path, tmp_path: Path) -> None:
     result, client = _run(data_dir, tmp_path, "mode=baseline")
     run = client.get_run(result.run_id)  # type: ignore[attr-defined]
