@@ -161,19 +161,14 @@ def ml100k_dir(root: Path, gz: bool = False) -> Path:
     return root
 
 
+# Both MovieLens layouts give the same entity types, in this order.
+MOVIELENS_TYPES = ("user", "item", "genre", "year", "occupation", "age_group", "gender", "zip2")
+
+
 def test_ml100k(tmp_path: Path) -> None:
     data, graph = load(env_cfg(ml100k_dir(tmp_path / "ml"), "ml100k"), data_cfg(tmp_path))
     check_structure(graph, data)
-    assert graph.entity_types == (
-        "user",
-        "item",
-        "genre",
-        "year",
-        "occupation",
-        "age_group",
-        "gender",
-        "zip2",
-    )
+    assert graph.entity_types == MOVIELENS_TYPES
     assert graph.relations[2:] == (
         "belongs_to",
         "released_in",
@@ -279,16 +274,7 @@ def test_ml1m(tmp_path: Path) -> None:
     write(tmp_path / "users.dat", ML1M_USERS.encode("latin-1"))
     data, graph = load(env_cfg(tmp_path, "ml1m"), data_cfg(tmp_path))
     check_structure(graph, data)
-    assert graph.entity_types == (
-        "user",
-        "item",
-        "genre",
-        "year",
-        "occupation",
-        "age_group",
-        "gender",
-        "zip2",
-    )
+    assert graph.entity_types == MOVIELENS_TYPES
     assert entities(graph, "genre") == [f"genre {g}" for g in ("Animation", "Children's", "Comedy", "Drama")]
     # The year is the title's last "(yyyy)"; movie 3 has none.
     assert edges(graph, "released_in") == {("item 1", "year 1995"), ("item 2", "year 1999")}
