@@ -25,7 +25,7 @@ from macs_exp.ctrl.config import CtrlConfig
 from macs_exp.ctrl.fit import Optimisers, TransitionStore, fit
 from macs_exp.ctrl.gate import GatePairs, Prediction, gate_metrics
 from macs_exp.ctrl.model import CausalModel
-from macs_exp.envs.base import BatchedEnv, BinaryOutcomes, ItemCatalogue, Outcomes, env_info, slot_users
+from macs_exp.envs.base import BatchedEnv, BinaryOutcomes, ItemCatalogue, Outcomes, env_info, user_keywords
 from macs_exp.macs.augment import CounterfactualStats
 from macs_exp.trainer.augmenter import AugmenterContext, ModeConfig, NoAugmentation
 from macs_exp.trainer.checkpoint import save_checkpoint
@@ -145,8 +145,8 @@ class CtrlAugmenter(NoAugmentation):
         others[rows, real] = False
         k = self.cfg.per_transition
         if self.sampler is not None:
-            users = slot_users(env)
-            items = [self.sampler.sample_actions(obs, others, self.generator, users) for _ in range(k)]
+            users = user_keywords(env)
+            items = [self.sampler.sample_actions(obs, others, self.generator, **users) for _ in range(k)]
         else:
             items = [env.choose_items(self._perturbed(actions), others) for _ in range(k)]
         valid = torch.stack([others[rows, item] for item in items])

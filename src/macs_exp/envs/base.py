@@ -109,6 +109,14 @@ def slot_users(env: object) -> torch.Tensor | None:
     return env.slot_users() if isinstance(env, ServesUsers) else None
 
 
+def user_keywords(env: object) -> dict[str, torch.Tensor]:
+    """``{"users": slot_users(env)}`` where ``env`` serves users, else nothing: what callers pass
+    to an agent or a policy as keywords, so that one written before ``users`` existed still runs
+    on every env without users."""
+    users = slot_users(env)
+    return {} if users is None else {"users": users}
+
+
 @dataclass(frozen=True)
 class EnvInfo:
     """What MACS needs to know about an env's rewards, read from its ``metadata``.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from macs_exp.agents import Agent, Policy, Resumable, Transitions
-from macs_exp.envs.base import BatchedEnv, EnvInfo, allowed_items, slot_users
+from macs_exp.envs.base import BatchedEnv, EnvInfo, allowed_items, user_keywords
 from macs_exp.macs.config import MacsConfig
 from macs_exp.macs.kl import reward_kl, scale_rewards, synthesis_reward
 from macs_exp.trainer.checkpoint import pack, unpack
@@ -236,7 +236,7 @@ class Synthesizer:
         assert self._obs is not None
         obs_t = _tensor(self._obs)
         allowed = allowed_items(self.env)
-        a = policy(obs_t, allowed=allowed, users=slot_users(self.env)).cpu()
+        a = policy(obs_t, allowed=allowed, **user_keywords(self.env)).cpu()
         a_prime = self.agent.explore(obs_t, allowed).cpu()
         response = self._response(policy, a)
         s_prime, r_prime, terminated, truncated = intervene(self.env, a_prime.numpy(), response)
@@ -260,7 +260,7 @@ class Synthesizer:
         def own_choice(s_prime: np.ndarray) -> np.ndarray:
             # Called with the env at s'_n, whose allowed items are then its current ones.
             return (
-                policy(_tensor(s_prime), allowed=allowed_items(self.env), users=slot_users(self.env))
+                policy(_tensor(s_prime), allowed=allowed_items(self.env), **user_keywords(self.env))
                 .cpu()
                 .numpy()
             )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from macs_exp.agents import Agent, ReportsMetrics, Resumable, Transitions
-from macs_exp.envs.base import BatchedEnv, allowed_items, slot_users
+from macs_exp.envs.base import BatchedEnv, allowed_items, user_keywords
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
 from macs_exp.schema import ConfigError
@@ -268,7 +268,7 @@ class Trainer:
         """One vector step: act, let the augmenter look before and after, hand everything to
         the agent, and close the episodes that ended."""
         env, n = self.env, self.env.num_envs
-        actions = self.agent.explore(loop.obs, allowed_items(env), slot_users(env))
+        actions = self.agent.explore(loop.obs, allowed_items(env), **user_keywords(env))
         self.augmenter.before_step(env, loop.obs, actions)
         next_np, rewards_np, terminated_np, truncated_np, info = env.step(actions.cpu().numpy())
         done_np = terminated_np | truncated_np
@@ -365,7 +365,7 @@ def evaluate(
     lengths = np.zeros(n, dtype=np.int64)
     recommended: list[np.ndarray] = []
     while active.any():
-        actions = policy(_tensor(obs), allowed=allowed_items(env), users=slot_users(env))
+        actions = policy(_tensor(obs), allowed=allowed_items(env), **user_keywords(env))
         obs, rewards, terminated, truncated, info = env.step(actions.cpu().numpy())
         if ranking is not None:
             recommended.append(np.where(active, info["item"], NOT_SHOWN))
