@@ -40,16 +40,29 @@ class Config(Schema):
     data: DataConfig = MISSING
     kg: KGConfig = MISSING
     seed: int = MISSING
+    # Seed-parallel training: the seeds this process trains at once (null: ``seed`` and the
+    # ones after it, ``trainer.parallel_seeds`` in all).
+    seeds: list[int] | None = MISSING
     device: str = MISSING
 
     def rules(self) -> Rules:
         learns = type(self.algo).learns or not type(self.mode).needs_learner
+        seeds = self.seeds
         return {
+            "seeds": (
+                seeds is None
+                or (
+                    len(seeds) >= 1
+                    and len(set(seeds)) == len(seeds)
+                    and self.trainer.parallel_seeds in (1, len(seeds))
+                ),
+                "null or a list of distinct seeds, as many as trainer.parallel_seeds when that is above 1",
+            ),
             "algo": (
                 learns,
                 f"a learning agent for mode={self.mode.name}: a reference policy learns nothing, so run "
                 f"it with mode=baseline",
-            )
+            ),
         }
 
 

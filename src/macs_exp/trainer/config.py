@@ -38,11 +38,21 @@ class TrainerConfig(Schema):
     # After training, an agent that explains its recommendations (algo=pgpr) writes why it chose
     # each item for this many test users to explanations.jsonl (0: none).
     explain_users: int = MISSING
+    # Seeds trained at once in this process, counting up from ``seed`` (unless ``seeds`` lists
+    # them): one batched update for all, one MLflow run each.
+    parallel_seeds: int = MISSING
 
     def rules(self) -> Rules:
         rules: Rules = {
             key: (getattr(self, key) >= 1, "at least 1")
-            for key in ("total_steps", "eval_every", "eval_episodes", "log_every", "torch_threads")
+            for key in (
+                "total_steps",
+                "eval_every",
+                "eval_episodes",
+                "log_every",
+                "torch_threads",
+                "parallel_seeds",
+            )
         }
         rules["checkpoint_every"] = (self.checkpoint_every >= 0, "0 (only on SIGTERM) or more")
         rules["explain_users"] = (self.explain_users >= 0, "0 (none) or more")
