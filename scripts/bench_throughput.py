@@ -14,7 +14,12 @@ Prints one line per figure, ``bench <name> <value> <unit>``:
   stable-baselines3 with the same hyperparameters and network sizes, twice:
   ``sb3_<algo>`` as SB3 runs out of the box (its own process, torch's default threads), and
   ``sb3_tuned_<algo>`` in our process with our settings (``--threads`` torch threads,
-  subnormals flushed to zero), which isolates the difference in the training loops.
+  subnormals flushed to zero), which isolates the difference in the training loops;
+- seed-parallel training (section ``seeds``), measured beside the single-seed figures of the
+  same run: ``trainer_seed_parallel_k5_<algo>``, user-steps/s summed over 5 seeds trained in one
+  process, and ``seed_parallel_speedup_k5_<algo>``, that over one single-seed run's
+  (``seed_parallel_single_<algo>_steps_per_s``, measured just before it); for joint
+  mode, ``seed_parallel_speedup_k5_joint_<algo>``, five single runs' wall time over the group's.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from macs_exp.config import to_config
 from macs_exp.data.dataset import RatingData
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.envs.virtual_taobao import VirtualTaobaoEnv, VirtualTaobaoVecEnv
+from macs_exp.trainer.parallel import run_seeds
 from macs_exp.trainer.process import configure_torch
-from macs_exp.trainer.run import run_experiment
+from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.trainer import evaluate
 
 ALGOS = ("ddpg", "sac", "td3")
@@ -69,6 +75,7 @@ def vec_env_rate(n: int, vec_steps: int) -> float:
 
 
 def ours_rate(algo: str, steps: int, threads: int, extra: list[str]) -> float:
+    """User-steps/s of training, summed over the seeds when ``extra`` asks for several."""
     cfg = compose_config(
         [
             f"algo={algo}",
@@ -84,10 +91,10 @@ def ours_rate(algo: str, steps: int, threads: int, extra: list[str]) -> float:
         ]
     )
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_experiment(cfg, tmp)
-    # The first window holds the warm-up (random actions, no updates): leave it out.
-    rates = [v for _, v in result.history["perf/steps_per_s"][1:]]
-    return float(np.mean(rates))
+        results = run_seeds(cfg, tmp)
+    # The first window holds the warm-up (random actions, no updates): leave it out. The seeds
+    # of a group share each window's wall time, so their rates add up.
+    return sum(float(np.mean([v for _, v in r.history["perf/steps_per_s"][1:]])) for r in results)
 
 
 def sb3_rate(algo: str, steps: int, extra: list[str]) -> float:
@@ -204,7 +211,9 @@ def bench_preprocessing(data_root: Path) -> None:
                 emit(f"preprocess_{name}_{phase}_s", time.perf_counter() - start, "s")
 
 
-def run_wall_time(algo: str, mode: str, steps: int, threads: int, extra: list[str]) -> tuple[float, dict]:
+def run_wall_time(
+    algo: str, mode: str, steps: int, threads: int, extra: list[str]
+) -> tuple[float, dict[str, list[tuple[int, float]]]]:
     cfg = compose_config(
         [
             f"algo={algo}",
@@ -220,8 +229,23 @@ def run_wall_time(algo: str, mode: str, steps: int, threads: int, extra: list[st
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = run_experiment(cfg, tmp)
-        return time.perf_counter() - start, result.history
+        results: list[TrainResult] = run_seeds(cfg, tmp)
+        return time.perf_counter() - start, results[0].history
+
+
+def bench_seed_parallel(steps: int, threads: int, extra: list[str], macs_steps: int) -> None:
+    """Five seeds in one process against one single-seed run, measured here one after the other."""
+    for algo in ALGOS:
+        single = ours_rate(algo, steps, threads, extra)
+        group = ours_rate(algo, steps, threads, [*extra, "trainer.parallel_seeds=5"])
+        emit(f"seed_parallel_single_{algo}_steps_per_s", single, "steps/s")
+        emit(f"trainer_seed_parallel_k5_{algo}", group, "steps/s")
+        emit(f"seed_parallel_speedup_k5_{algo}", group / single, "ratio")
+    for algo in ALGOS:
+        single_s, _ = run_wall_time(algo, "joint", macs_steps, threads, extra)
+        group_s, _ = run_wall_time(algo, "joint", macs_steps, threads, [*extra, "trainer.parallel_seeds=5"])
+        emit(f"trainer_seed_parallel_k5_joint_{algo}", 5 * macs_steps / group_s, "steps/s")
+        emit(f"seed_parallel_speedup_k5_joint_{algo}", 5 * single_s / group_s, "ratio")
 
 
 def bench_macs_overhead(algo: str, steps: int, threads: int, extra: list[str]) -> None:
@@ -317,7 +341,7 @@ def bench_pgpr(data_root: Path) -> None:
     emit("pgpr_walk_ms_per_step", 1000 * (time.perf_counter() - start) / walks, "ms")
 
 
-SECTIONS = ("env", "trainer", "macs", "rating", "preprocess", "tpgr", "pgpr")
+SECTIONS = ("env", "trainer", "seeds", "macs", "rating", "preprocess", "tpgr", "pgpr")
 
 
 def main() -> None:
@@ -369,6 +393,8 @@ def main() -> None:
         bench_tpgr()
     if "pgpr" in args.only:
         bench_pgpr(args.data_root)
+    if "seeds" in args.only:
+        bench_seed_parallel(args.steps, args.threads, args.overrides, args.macs_steps)
     if "macs" in args.only:
         for algo in ALGOS:
             bench_macs_overhead(algo, args.macs_steps, args.threads, args.overrides)

@@ -39,7 +39,7 @@ where, at, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
 if where == "step":
     original = trainer.Trainer._iteration
     def patched(self, loop, window, result):
-        window = original(self, loop, window, result)
+        window = yield from original(self, loop, window, result)
         if loop.steps >= at:
             os.kill(os.getpid(), sig)
         return window

@@ -28,8 +28,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
     from macs_exp.trainer.job import run_sweep_job
+    from macs_exp.trainer.parallel import key_value, run_seeds
     from macs_exp.trainer.process import configure_torch
-    from macs_exp.trainer.run import run_experiment
     from macs_exp.trainer.signals import sigterm_raises
 
     hydra_cfg = HydraConfig.get()
@@ -50,13 +50,13 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         configure_torch(to_config(cfg).trainer.torch_threads)
         with sigterm_raises():
-            result = run_experiment(cfg, hydra_cfg.runtime.output_dir)
+            results = run_seeds(cfg, hydra_cfg.runtime.output_dir)
     except UserError as err:
         # A mistake the user can fix: the message says which and how; a traceback would bury it.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric.
-    return result.final_eval.get(result.key_metric)
+    # Returned for Hydra sweepers (e.g. Optuna) that optimise the key metric (mean over seeds).
+    return key_value(results)
 
 
 def main() -> None:

@@ -164,7 +164,7 @@ class OffPolicyAgent:
     @staticmethod
     def _values(critic: QEnsemble) -> Values:
         """The pessimistic value over the critic ensemble, as the targets use."""
-        return lambda obs, actions: critic(obs, actions).min(dim=0).values
+        return lambda obs, actions: critic(obs, actions).min(dim=-2).values
 
     def _target_values(self, next_obs: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
         """The target critics' value of the next states (B,) under the target policy's
@@ -236,24 +236,38 @@ class OffPolicyAgent:
             batch = self.buffer.sample(self.cfg.batch_size, self.generator)
             losses = self._train_step(batch)
             self.n_updates += 1
-            add_finite(
-                sums,
-                losses,
-                f"{self.name}: {{key}} became {{value}} at update {self.n_updates}. Lower the learning "
-                "rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards.",
-            )
+            add_finite(sums, losses, self.diverged())
         return {k: v / gradient_steps for k, v in sums.items()}
+
+    def diverged(self) -> str:
+        """The message of a loss that became NaN or infinite, with ``{key}`` and ``{value}`` to fill."""
+        return (
+            f"{self.name}: {{key}} became {{value}} at update {self.n_updates}. Lower the learning "
+            "rates (algo.learning_rate, algo.actor_learning_rate) or check the env's rewards."
+        )
 
     def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def _wire(self) -> None:
+        """Builds what refers to the networks' parameters (target updates, parameter lists):
+        once they exist, and again on a seed stack (``macs_exp.agents.stack``)."""
+
+    def member_tensors(self) -> tuple[str, ...]:
+        """Attributes holding learned tensors outside ``modules()`` (SAC's entropy coefficient),
+        which a seed stack stacks like the networks."""
+        return ()
+
     # --- persistence --------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module | Adam]:
-        """Everything with a state_dict that a checkpoint must restore."""
+        """Everything with a state_dict that a checkpoint must restore, keyed by attribute name
+        (a seed stack replaces each attribute with its stacked counterpart)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {k: m.state_dict() for k, m in self.modules().items()}
+        """Copies, not the live tensors: in a seed stack those are views of every member's
+        storage, which ``torch.save`` would write whole."""
+        state: dict[str, Any] = {k: _copies(m.state_dict()) for k, m in self.modules().items()}
         state["n_updates"] = self.n_updates
         state["generator"] = self.generator.get_state()
         return state
@@ -280,6 +294,17 @@ class OffPolicyAgent:
     def load(self, path: str | Path) -> None:
         sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim}
         self.load_state_dict(load_agent(path, self.name, sizes, self.device))
+
+
+def _copies(state: Any) -> Any:
+    """``state`` with every tensor in it cloned (dicts and lists followed)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return type(state)((k, _copies(v)) for k, v in state.items())
+    if isinstance(state, list):
+        return [_copies(v) for v in state]
+    return state
 
 
 class Adam:
@@ -325,6 +350,23 @@ class Adam:
 
     def state_dict(self) -> dict[str, list[torch.Tensor]]:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
+
+    @classmethod
+    def stacked(cls, members: list[Adam], params: list[torch.Tensor]) -> Adam:
+        """One optimiser for ``params``, the stacks of the ``members``' parameters: its moments
+        are the stacks of theirs, and theirs become views of its slices. The step counts are
+        shared (the members of a stack always step together)."""
+        first = members[0]
+        stack = cls(params, first.lr, first.betas, first.eps)
+        for mine, key in ((stack.exp_avg, "exp_avg"), (stack.exp_avg_sq, "exp_avg_sq")):
+            for i, moment in enumerate(mine):
+                moment.copy_(torch.stack([getattr(m, key)[i] for m in members]))
+            for k, member in enumerate(members):
+                setattr(member, key, [moment[k] for moment in mine])
+        stack.steps = first.steps
+        for member in members:
+            member.steps = stack.steps
+        return stack
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:

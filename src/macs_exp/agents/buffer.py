@@ -59,17 +59,24 @@ class ReplayBuffer:
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.split(self.sample_rows(batch_size, generator))
+
+    def sample_rows(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size`` stored rows drawn uniformly with replacement, as one tensor."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(self.size, (batch_size,), generator=generator, device=generator.device)
-        rows = self.data[idx.to(self.data.device)]
+        return self.data[idx.to(self.data.device)]
+
+    def split(self, rows: torch.Tensor) -> Batch:
+        """Rows (``(..., width)``: one buffer's, or a seed stack's ``(K, batch, width)``) as fields."""
         c = self._cols
         return Batch(
-            obs=rows[:, : c["act"]],
-            actions=rows[:, c["act"] : c["rew"]],
-            rewards=rows[:, c["rew"]],
-            next_obs=rows[:, c["next"] : c["done"]],
-            dones=rows[:, c["done"]],
+            obs=rows[..., : c["act"]],
+            actions=rows[..., c["act"] : c["rew"]],
+            rewards=rows[..., c["rew"]],
+            next_obs=rows[..., c["next"] : c["done"]],
+            dones=rows[..., c["done"]],
         )
 
     def state(self) -> dict[str, torch.Tensor | int]:

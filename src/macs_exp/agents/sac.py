@@ -76,8 +76,7 @@ class SAC(OffPolicyAgent):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = Adam(self.actor.parameters(), cfg.actor_learning_rate)
         self.critic_optimizer = Adam(self.critic.parameters(), cfg.learning_rate)
-        self.actor_params = list(self.actor.parameters())
-        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
+        self._wire()
 
         # The schema's rules have checked that these parse.
         self.target_entropy = (
@@ -92,17 +91,26 @@ class SAC(OffPolicyAgent):
             self.log_ent_coef = torch.tensor([float(cfg.ent_coef)], device=self.device).log()
             self.ent_coef_optimizer = None
 
+    def _wire(self) -> None:
+        self.actor_params = list(self.actor.parameters())
+        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, self.cfg.tau)
+
+    def member_tensors(self) -> tuple[str, ...]:
+        return ("log_ent_coef",)
+
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor(obs, deterministic, self.generator)[0]
 
     def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One update; every reduction counts from the last dimension, so that the same lines
+        train one agent and a seed stack (losses of shape () or (K,))."""
         cfg = self.cfg
         actions_pi, log_prob = self.actor(batch.obs, generator=self.generator)
         losses: dict[str, torch.Tensor] = {}
         if self.ent_coef_optimizer is not None:
-            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean(dim=-1)
             self.ent_coef_optimizer.zero_grad()
-            ent_coef_loss.backward()
+            ent_coef_loss.sum().backward()
             self.ent_coef_optimizer.step()
             losses["ent_coef_loss"] = ent_coef_loss.detach()
         ent_coef = self.log_ent_coef.detach().exp()
@@ -117,21 +125,23 @@ class SAC(OffPolicyAgent):
             target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
 
         q = self.critic(batch.obs, batch.actions)
-        critic_loss = 0.5 * ((q - target_q) ** 2).mean(dim=1).sum()
+        critic_loss = 0.5 * ((q - target_q.unsqueeze(-2)) ** 2).mean(dim=-1).sum(dim=-1)
         self.critic_optimizer.zero_grad()
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optimizer.step()
 
-        q_pi = self.critic(batch.obs, actions_pi).min(dim=0).values
-        actor_loss = (ent_coef * log_prob - q_pi).mean()
+        q_pi = self.critic(batch.obs, actions_pi).min(dim=-2).values
+        actor_loss = (ent_coef * log_prob - q_pi).mean(dim=-1)
         self.actor_optimizer.zero_grad()
         # Gradients for the actor only: the critic's weight gradients would be discarded.
-        actor_loss.backward(inputs=self.actor_params)
+        actor_loss.sum().backward(inputs=self.actor_params)
         self.actor_optimizer.step()
 
         if (self.n_updates + 1) % cfg.target_update_interval == 0:
             self.update_critic_target()
-        losses.update(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef[0])
+        losses.update(
+            critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef[..., 0]
+        )
         return losses
 
     def modules(self) -> dict[str, torch.nn.Module | Adam]:

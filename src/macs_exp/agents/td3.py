@@ -14,7 +14,7 @@ from macs_exp import plugins
 from macs_exp.agents.base import Adam, OffPolicyAgent, OffPolicyConfig, SoftUpdate
 from macs_exp.agents.buffer import Batch
 from macs_exp.agents.items import ItemSpace
-from macs_exp.agents.networks import DeterministicActor, QEnsemble
+from macs_exp.agents.networks import DeterministicActor, QEnsemble, randn
 from macs_exp.schema import Rules
 
 
@@ -67,41 +67,46 @@ class TD3(OffPolicyAgent):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = Adam(self.actor.parameters(), cfg.actor_learning_rate)
         self.critic_optimizer = Adam(self.critic.parameters(), cfg.learning_rate)
-        self.actor_params = list(self.actor.parameters())
-        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, cfg.tau)
-        self.update_actor_target = SoftUpdate(self.actor_target, self.actor, cfg.tau)
+        self._wire()
         self._last_actor_loss = torch.zeros(())
+
+    def _wire(self) -> None:
+        self.actor_params = list(self.actor.parameters())
+        self.update_critic_target = SoftUpdate(self.critic_target, self.critic, self.cfg.tau)
+        self.update_actor_target = SoftUpdate(self.actor_target, self.actor, self.cfg.tau)
 
     def _policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         action = self.actor(obs)
         if deterministic or self.cfg.action_noise <= 0:
             return action
-        noise = torch.randn(action.shape, generator=self.generator, device=self.device)
+        noise = randn(action.shape, self.generator, self.device)
         return (action + self.cfg.action_noise * noise).clamp(-1.0, 1.0)
 
     def _train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One update; every reduction counts from the last dimension, so that the same lines
+        train one agent and a seed stack (losses of shape () or (K,))."""
         cfg = self.cfg
         with torch.no_grad():
             next_actions = self.actor_target(batch.next_obs)
             if cfg.target_policy_noise > 0:
-                noise = torch.randn(next_actions.shape, generator=self.generator, device=self.device)
+                noise = randn(next_actions.shape, self.generator, self.device)
                 noise = (cfg.target_policy_noise * noise).clamp(-cfg.target_noise_clip, cfg.target_noise_clip)
                 next_actions = (next_actions + noise).clamp(-1.0, 1.0)
             next_q = self._target_values(batch.next_obs, next_actions)
             target_q = batch.rewards + cfg.gamma * (1.0 - batch.dones) * next_q
 
         q = self.critic(batch.obs, batch.actions)
-        critic_loss = ((q - target_q) ** 2).mean(dim=1).sum()
+        critic_loss = ((q - target_q.unsqueeze(-2)) ** 2).mean(dim=-1).sum(dim=-1)
         self.critic_optimizer.zero_grad()
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optimizer.step()
 
         # n_updates counts completed updates; SB3 trains the actor on every policy_delay-th one.
         if (self.n_updates + 1) % cfg.policy_delay == 0:
-            actor_loss = -self.critic(batch.obs, self.actor(batch.obs))[0].mean()
+            actor_loss = -self.critic(batch.obs, self.actor(batch.obs))[..., 0, :].mean(dim=-1)
             self.actor_optimizer.zero_grad()
             # Gradients for the actor only: the critic's weight gradients would be discarded.
-            actor_loss.backward(inputs=self.actor_params)
+            actor_loss.sum().backward(inputs=self.actor_params)
             self.actor_optimizer.step()
             self.update_critic_target()
             self.update_actor_target()

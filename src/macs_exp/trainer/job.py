@@ -114,12 +114,13 @@ def _child(
 ) -> None:
     if logging_config:
         logging.config.dictConfig(logging_config)
-    from macs_exp.trainer.run import run_experiment, run_tags
+    from macs_exp.trainer.parallel import key_value, run_seeds
+    from macs_exp.trainer.run import run_tags
 
     try:
         configure_torch(to_config(cfg).trainer.torch_threads)
         with sigterm_raises():
-            result = run_experiment(cfg, output_dir, tags=tags)
+            results = run_seeds(cfg, output_dir, tags=tags)
     except Exception as exc:
         if isinstance(exc, UserError):
             # The message names the key or file and the fix; a traceback would only bury it.
@@ -131,4 +132,4 @@ def _child(
         record_failed_job(tracking, sweep, job_num, all_tags, OmegaConf.to_yaml(cfg), exc)
         sender.send(("failed", None))
         return
-    sender.send(("ok", result.final_eval.get(result.key_metric)))
+    sender.send(("ok", key_value(results)))

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from macs_exp.trainer.explain import EXPLANATIONS_FILE, write_explanations
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.resume import check_resumable, find_checkpoint
-from macs_exp.trainer.trainer import Ranking, Trainer
+from macs_exp.trainer.trainer import Ranking, Trainer, Training, Updates, drive
 
 log = logging.getLogger("macs_exp")
 
@@ -66,6 +66,12 @@ def run_experiment(
     own ``run_tags``: ``mlflow.parentRunId`` nests it under another run, ``role`` marks what
     it is for reports. Bad values raise ``ConfigError`` before any work (and before a run opens).
     With ``trainer.resume`` it continues a stopped run, in that run's folder and MLflow run."""
+    return drive(experiment(cfg, output_dir, tags=tags))
+
+
+def experiment(cfg: DictConfig, output_dir: str | Path, *, tags: Mapping[str, str] | None = None) -> Training:
+    """``run_experiment`` as a generator that yields its agent whenever its updates are due
+    (``macs_exp.trainer.trainer.Training``): what seed-parallel training drives, one per seed."""
     config = to_config(cfg)
     device = torch_device(config.device)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -101,7 +107,7 @@ def run_experiment(
             None if resume is None else resume.state,
         )
         try:
-            agent, result = _train(
+            agent, result = yield from _train(
                 cfg, config, device, (data, graph), tracker, progress, output_dir, checkpointing
             )
         finally:
@@ -122,7 +128,7 @@ def _train(
     progress: Progress,
     output_dir: Path,
     checkpointing: Checkpointing,
-) -> tuple[Agent, TrainResult]:
+) -> Generator[Agent, Updates, tuple[Agent, TrainResult]]:
     """Builds the envs, the agent, the mode's augmenter and the trainer, trains, and has an
     agent that explains itself explain its choices for a sample of test users."""
     env_cfg = config.env
@@ -178,7 +184,7 @@ def _train(
             budget=budget,
             checkpointing=checkpointing,
         )
-        result = trainer.train()
+        result = yield from trainer.run()
         if data is not None and config.trainer.explain_users:
             _explain(
                 agent,

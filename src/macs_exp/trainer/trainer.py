@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,13 @@ log = logging.getLogger("macs_exp")
 
 # Scores the (users, steps) items recommended in one evaluation: the Table I metrics.
 Ranking = Callable[[np.ndarray], dict[str, float]]
+
+# What one agent's updates at one vector step return: each update's mean losses.
+Updates = list[dict[str, float]]
+# A run as a generator: it yields its agent whenever the agent's updates are due and is sent
+# their losses back, so that whoever drives it decides how the updates run (``drive``: the agent
+# alone; ``macs_exp.trainer.parallel``: the agents of several seeds in one batched update).
+Training = Generator[Agent, Updates, TrainResult]
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -161,6 +168,11 @@ class Trainer:
         self.checkpointing = checkpointing if resumable else None
 
     def train(self) -> TrainResult:
+        """Trains the agent alone, updating it where the loop says."""
+        return drive(self.run())
+
+    def run(self) -> Training:
+        """The training loop, yielding the agent at each vector step for its updates."""
         cfg, n = self.cfg, self.env.num_envs
         obs, _ = self.env.reset(seed=self.seed)
         loop = _Loop(
@@ -183,7 +195,7 @@ class Trainer:
             )
         with graceful_stop() as stop_requested:
             while self._may_step(loop):
-                window = self._iteration(loop, window, result)
+                window = yield from self._iteration(loop, window, result)
                 self._checkpoint_if_due(loop, window, result, stop_requested())
         result.steps = loop.steps
         result.env_steps = self.budget.counter.steps
@@ -193,12 +205,14 @@ class Trainer:
         self.tracker.flush()
         return result
 
-    def _iteration(self, loop: _Loop, window: _Window, result: TrainResult) -> _Window:
+    def _iteration(
+        self, loop: _Loop, window: _Window, result: TrainResult
+    ) -> Generator[Agent, Updates, _Window]:
         """One vector step, its updates, and the logging and evaluation that fall due after it;
         returns the logging window to go on with."""
         cfg = self.cfg
         self._step(loop, window, result)
-        window.add_losses(self.agent.learn())
+        window.add_losses((yield self.agent))
         last = not self._may_step(loop)
         if loop.steps >= loop.next_log or last:
             self._log_window(window, loop.steps, result)
@@ -341,6 +355,22 @@ class Trainer:
         for key, value in metrics.items():
             result.history[key].append((steps, value))
         self.progress.report(steps, metrics)
+
+
+def drive(training: Generator[Agent, Updates, TrainResult]) -> TrainResult:
+    """Runs ``training`` to its end, updating each agent it yields on its own. A failed update
+    is raised inside the run, where the run records it."""
+    try:
+        agent = next(training)
+        while True:
+            try:
+                updates = agent.learn()
+            except Exception as err:
+                agent = training.throw(err)
+            else:
+                agent = training.send(updates)
+    except StopIteration as stop:
+        return stop.value
 
 
 @torch.no_grad()
