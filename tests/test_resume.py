@@ -28,7 +28,7 @@ PREEMPT = REPO / "tests" / "fixtures" / "preempt"
 # Wall-clock metrics, which no two runs share.
 TIMED = ("perf/steps_per_s", "perf/stage2_s")
 
-# Runs the app with the trainer patched to send itself a signal once a vector step has taken
+# Runs the app with the trainer patched to send itself a signal (once) when a vector step has taken
 # the run to (or past) a user-step, or after the n-th window of a stage 2: a kill at a point
 # the test chooses, with no timing involved.
 _KILLER = """
@@ -38,9 +38,11 @@ from macs_exp.trainer import trainer
 where, at, sig = sys.argv[1], int(sys.argv[2]), getattr(signal, sys.argv[3])
 if where == "step":
     original = trainer.Trainer._iteration
+    fired = []
     def patched(self, loop, window, result):
         window = yield from original(self, loop, window, result)
-        if loop.steps >= at:
+        if loop.steps >= at and not fired:
+            fired.append(loop.steps)
             os.kill(os.getpid(), sig)
         return window
     trainer.Trainer._iteration = patched
@@ -323,3 +325,32 @@ def test_pack_and_unpack_round_trip_an_env_state_through_a_weights_only_file(tmp
     assert np.array_equal(restored.scores, state.scores) and torch.equal(restored.pool.rows, state.pool.rows)
     with pytest.raises(TypeError, match="object cannot be saved"):
         pack({"env": object()})
+
+
+@pytest.mark.slow
+def test_a_seed_parallel_group_stopped_by_sigterm_resumes_each_seed(tmp_path: Path) -> None:
+    """SIGTERM stops every seed of a group at the same step, each with its checkpoint; the group
+    rerun with ``trainer.resume=<its folder>`` ends with each seed's uninterrupted history."""
+    from macs_exp.trainer.parallel import run_seeds
+
+    args = [*overrides("joint", tmp_path), "seeds=[0,1]"]
+    expected = {}
+    for result in run_seeds(compose_config(args), tmp_path / "reference"):
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+        assert result.run_id is not None
+        expected[result.run_id] = histories(client, result.run_id)
+    folder = tmp_path / "stopped"
+    stopped = launch([*args, f"hydra.run.dir={folder}"], ("step", 250, "SIGTERM"))
+    assert stopped.returncode != 0
+    steps = [
+        torch.load(folder / f"seed_{s}" / CHECKPOINT_FILE, weights_only=True)["loop"]["steps"] for s in (0, 1)
+    ]
+    assert steps == [250, 250]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    assert [r.info.status for s in (0, 1) for r in runs_by_dir(client, folder / f"seed_{s}")] == [
+        "KILLED"
+    ] * 2
+    resumed = launch([*args, f"hydra.run.dir={tmp_path / 'again'}", f"trainer.resume={folder}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = [histories(client, runs_by_dir(client, folder / f"seed_{s}")[0].info.run_id) for s in (0, 1)]
+    assert got == list(expected.values())

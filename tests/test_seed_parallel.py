@@ -11,18 +11,18 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY, TINY_MACS
 from macs_exp.agents import Agent, Transitions, make_agent
 from macs_exp.agents.base import OffPolicyAgent
 from macs_exp.agents.stack import SeedStack, Separate, seed_learner
 from macs_exp.app import compose_config
 from macs_exp.config import to_config
 from macs_exp.schema import ConfigError
-from macs_exp.trainer.parallel import GROUP_SEEDS_TAG, GROUP_TAG, SeedsFailed, run_seeds
+from macs_exp.tracking.tags import GROUP_SEEDS_TAG, GROUP_TAG
+from macs_exp.trainer.parallel import SeedsFailed, run_seeds
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.run import run_experiment
 from macs_exp.trainer.seeds import seed_config, seed_list
-
-from conftest import TINY, TINY_MACS
 from test_run import artifact_paths
 
 OBS, ACT = 12, 3
@@ -45,12 +45,15 @@ def collect(member: Agent, rng: np.random.Generator) -> None:
     member.observe(Transitions(obs, actions, rewards, 0.9 * obs, done, done))
 
 
-def train_apart_and_stacked(algo: str, k: int, steps: int) -> tuple[list[Any], list[Any], list[OffPolicyAgent]]:
+Losses = list[list[dict[str, float]]]
+
+
+def train_apart_and_stacked(algo: str, k: int, steps: int) -> tuple[Losses, Losses, list[OffPolicyAgent]]:
     """The losses of k agents trained alone, and of k more of the same seeds trained as a stack."""
     alone, stacked = [agent(algo, s) for s in range(k)], [agent(algo, s) for s in range(k)]
     streams = [np.random.default_rng(s) for s in range(k)], [np.random.default_rng(s) for s in range(k)]
-    apart_losses: list[Any] = [[] for _ in range(k)]
-    stack_losses: list[Any] = [[] for _ in range(k)]
+    apart_losses: Losses = [[] for _ in range(k)]
+    stack_losses: Losses = [[] for _ in range(k)]
     learner = None
     for _ in range(steps):
         for i in range(k):
@@ -119,7 +122,7 @@ def test_seeds_and_parallel_seeds_name_the_runs_seeds() -> None:
     for bad in (["seeds=[1,1]"], ["seeds=[]"], ["seeds=[0,1]", "trainer.parallel_seeds=3"]):
         with pytest.raises(ConfigError, match="seeds"):
             to_config(compose_config(bad))
-    with pytest.raises(ConfigError, match="trainer.parallel_seeds"):
+    with pytest.raises(ConfigError, match=r"trainer\.parallel_seeds"):
         to_config(compose_config(["trainer.parallel_seeds=0"]))
 
 

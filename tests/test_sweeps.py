@@ -487,3 +487,29 @@ def test_a_sweep_without_a_usable_store_stops_before_any_job(tmp_path: Path) -> 
     assert proc.returncode == 2, out
     assert "cannot open the MLflow store" in out and "tracking.enabled=false" in out
     assert not list((tmp_path / "sweep").glob("*/config.yaml"))
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_runs_in_seed_parallel_packs(tmp_path: Path) -> None:
+    """``seed=0,1,2 trainer.parallel_seeds=2``: two jobs (seeds 0-1, then 2), three runs nested
+    under the sweep, linked in pairs by their group tag, and one summary row per seed."""
+    proc = _sweep(
+        tmp_path, "seed=0,1,2", "trainer.parallel_seeds=2", "mode=baseline", "trainer.total_steps=300"
+    )
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "2 jobs" in out
+    runs = {r.data.tags["seed"]: r for r in _runs(tmp_path, "run")}
+    assert sorted(runs) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert [runs[s].data.tags["sweep_job"] for s in "012"] == ["0", "0", "1"]
+    assert (
+        runs["0"].data.tags["seed_group"]
+        == runs["1"].data.tags["seed_group"]
+        != runs["2"].data.tags["seed_group"]
+    )
+    assert runs["2"].data.params["seed"] == "2"
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "3 of 3 jobs finished" in summary
+    for row in ("| 0/s0 | FINISHED", "| 0/s1 | FINISHED", "| 1/s2 | FINISHED"):
+        assert row in summary

@@ -26,7 +26,7 @@ from macs_exp.metrics import KEY_METRICS
 from macs_exp.schema import as_schema
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import ensure_experiment, search_all, tracked_run, tracking_uri
-from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
+from macs_exp.tracking.tags import GROUP_TAG, ROLE_RUN, ROLE_SWEEP
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -122,17 +122,22 @@ def _job_runs(cfg: TrackingConfig, sweep_id: str, job_num: int | None = None) ->
 
 
 def _planned_jobs(config: DictConfig) -> list[list[str]] | None:
-    """The override list of every job the basic sweeper will launch (None for other sweepers,
-    such as Optuna, that decide as they go)."""
-    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    """The override list of every job the basic sweeper (the app's packs seeds, see
+    ``macs_exp.tracking.packing``) will launch (None for other sweepers, such as Optuna, that
+    decide as they go)."""
+    target = str(config.hydra.sweeper.get("_target_", ""))
+    if not target.endswith(("BasicSweeper", "SeedPackingSweeper")):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from macs_exp.tracking.packing import plan_batches
+
+    split = plan_batches if target.endswith("SeedPackingSweeper") else BasicSweeper.split_arguments
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return [list(job) for batch in split(overrides, None) for job in batch]
 
 
 class SweepCallback(Callback):
@@ -242,11 +247,12 @@ class SweepCallback(Callback):
 def summarize(
     tracking: TrackingConfig, sweep: SweepContext, planned: list[list[str]] | None, close_lost: bool = True
 ) -> list[dict[str, str]]:
-    """One row per job: its run's status and key metric, and every planned job that left no run
-    at all as NOT STARTED. With ``close_lost`` (every job has returned), a run still open was
-    lost with its process (SIGKILL, the OOM killer): it is closed as FAILED and shown as LOST."""
+    """One row per job (per seed of a seed-parallel job, ``<job>/s<seed>``): its run's status and
+    key metric, and every planned job that left no run at all as NOT STARTED. With ``close_lost``
+    (every job has returned), a run still open was lost with its process (SIGKILL, the OOM
+    killer): it is closed as FAILED and shown as LOST."""
     client = _client(tracking)
-    by_job: dict[int, dict[str, str]] = {}
+    by_job: dict[tuple[int, int], dict[str, str]] = {}
     for run in _job_runs(tracking, sweep.sweep_id):
         tags, status = run.data.tags, run.info.status
         if status in _UNFINISHED and close_lost:
@@ -256,19 +262,24 @@ def summarize(
         # A job's summary line shows its key metric, if it logged one.
         metric = next((k for k in KEY_METRICS if k in run.data.metrics), None)
         job = int(tags.get("sweep_job", -1))
+        # The seeds of a seed-parallel job (macs_exp.trainer.parallel) are runs of their own.
+        seed = int(tags.get("seed", -1)) if GROUP_TAG in tags else -1
         row = {
-            "job": str(job),
+            "job": str(job) if seed < 0 else f"{job}/s{seed}",
             "status": status,
             "overrides": tags.get("sweep_overrides", ""),
             "metric": f"{metric}={run.data.metrics[metric]:.4g}" if metric else "",
             "run_id": run.info.run_id,
         }
-        # A job has one run; keep the finished one if a rerun ever shares the number.
-        if job not in by_job or row["status"] == "FINISHED":
-            by_job[job] = row
+        # A job has one run (per seed); keep the finished one if a rerun ever shares the number.
+        if (job, seed) not in by_job or row["status"] == "FINISHED":
+            by_job[(job, seed)] = row
+    started = {job for job, _ in by_job}
     for num, overrides in enumerate(planned or []):
+        if num in started:
+            continue
         by_job.setdefault(
-            num,
+            (num, -1),
             {
                 "job": str(num),
                 "status": "NOT STARTED",

@@ -10,3 +10,8 @@ ROLE_EXPERT = "expert"
 ROLE_SWEEP = "sweep"
 # A saved agent evaluated again (``macs_exp.evaluate``), tagged trained_by_run_id.
 ROLE_EVAL = "eval"
+
+# The tags that link the runs one seed-parallel process trained (``macs_exp.trainer.parallel``):
+# an id of the group, and its seeds ("0,1,2,3,4").
+GROUP_TAG = "seed_group"
+GROUP_SEEDS_TAG = "seed_group_seeds"

@@ -9,7 +9,9 @@ all their agents at once through a ``macs_exp.agents.stack`` learner (one batche
 seed stack of off-policy agents).
 
 A seed whose run raises (a NaN loss, a crash) is recorded FAILED by its own run, as a single
-run would be, and leaves the group; the others go on. SIGTERM stops every seed.
+run would be, and leaves the group; the others go on. SIGTERM stops every seed, each after
+writing its checkpoint, so that the group resumes as a single run does (``trainer.resume=auto``
+in the same folder, or ``trainer.resume=<the group's folder>``).
 """
 
 from __future__ import annotations
@@ -28,16 +30,13 @@ from macs_exp.agents import Agent
 from macs_exp.agents.stack import Learner, seed_learner
 from macs_exp.schema import UserError
 from macs_exp.tracking.mlflow_tracker import Terminated
+from macs_exp.tracking.tags import GROUP_SEEDS_TAG, GROUP_TAG
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.run import experiment, run_experiment
-from macs_exp.trainer.seeds import seed_config, seed_list
+from macs_exp.trainer.seeds import seed_config, seed_folder, seed_list
 from macs_exp.trainer.trainer import Training
 
 log = logging.getLogger("macs_exp")
-
-# The tags that link the runs of one seed-parallel process: an id of the group, and its seeds.
-GROUP_TAG = "seed_group"
-GROUP_SEEDS_TAG = "seed_group_seeds"
 
 
 class SeedsFailed(Exception):
@@ -55,7 +54,9 @@ def run_seeds(
         return [run_experiment(cfg, output_dir, tags=tags)]
     group = {GROUP_TAG: uuid.uuid4().hex[:12], GROUP_SEEDS_TAG: ",".join(map(str, seeds))}
     runs = [
-        experiment(seed_config(cfg, seed), Path(output_dir) / f"seed_{seed}", tags={**(tags or {}), **group})
+        experiment(
+            seed_config(cfg, seed), Path(output_dir) / seed_folder(seed), tags={**(tags or {}), **group}
+        )
         for seed in seeds
     ]
     outcome = SeedGroup(seeds, runs).run()
@@ -81,21 +82,32 @@ class SeedGroup:
     outcome: list[TrainResult | Exception | None] = field(init=False)
     # The agent each running seed yielded at its last stop: its updates are due.
     waiting: dict[int, Agent] = field(default_factory=dict)
+    # Set when a seed was stopped by SIGTERM: raised once every seed has stopped.
+    stopped: Terminated | None = None
 
     def __post_init__(self) -> None:
         self.outcome = [None] * len(self.runs)
 
     def run(self) -> list[TrainResult | Exception | None]:
+        try:
+            self._lockstep()
+        except BaseException:
+            # Ctrl-C, a second SIGTERM, a mistake every seed shares: no seed is left running.
+            self._stop_all()
+            raise
+        if self.stopped is not None:
+            raise self.stopped
+        return self.outcome
+
+    def _lockstep(self) -> None:
         for k, training in enumerate(self.runs):
             self._advance(k, training.__next__)
-        learner: Learner | None = None
-        members: list[int] = sorted(self.waiting)
-        while self.waiting:
-            if learner is None:
-                # Stacked once every seed that reached training has built its agent.
-                learner = seed_learner([self.waiting[k] for k in members])
+        # Stacked once: every seed that reached training has built its agent.
+        members = sorted(self.waiting)
+        learner: Learner | None = seed_learner([self.waiting[k] for k in members]) if members else None
+        index = {k: i for i, k in enumerate(members)}
+        while self.waiting and learner is not None:
             live = sorted(self.waiting)
-            index = {k: i for i, k in enumerate(members)}
             updates = learner.learn([index[k] for k in live])
             for k in live:
                 result = updates[index[k]]
@@ -104,7 +116,6 @@ class SeedGroup:
                     self._advance(k, functools.partial(training.throw, result))
                 else:
                     self._advance(k, functools.partial(training.send, result))
-        return self.outcome
 
     def _advance(self, k: int, step: Callable[[], Agent]) -> None:
         """Runs seed ``k`` to its next stop; records its result when it ends."""
@@ -113,12 +124,15 @@ class SeedGroup:
         except StopIteration as stop:
             self.waiting.pop(k, None)
             self.outcome[k] = stop.value
-        except Terminated:
-            self._stop_all(k)
-            raise
+        except Terminated as stop:
+            # Asked to stop (SIGTERM): this seed wrote its checkpoint; the others write theirs
+            # when their loops see the same request, at this vector step or the next.
+            self.waiting.pop(k, None)
+            self.outcome[k] = stop
+            self.stopped = stop
         except UserError:
-            # A mistake in the config or the data is every seed's: stop, and say it once.
-            self._stop_all(k)
+            # A mistake in the config or the data is every seed's: stop (``run``), say it once.
+            self.waiting.pop(k, None)
             raise
         except Exception as err:
             self.waiting.pop(k, None)
@@ -127,12 +141,11 @@ class SeedGroup:
                 "seed %d failed (%s: %s); the other seeds go on", self.seeds[k], type(err).__name__, err
             )
 
-    def _stop_all(self, k: int) -> None:
-        """Ends every other seed's run as this one ended (its run records it KILLED or FAILED)."""
-        self.waiting.pop(k, None)
-        for j in list(self.waiting):
-            self.waiting.pop(j)
+    def _stop_all(self) -> None:
+        """Ends every seed still running (each run records it KILLED)."""
+        for k in list(self.waiting):
+            self.waiting.pop(k)
             with contextlib.suppress(StopIteration, Exception):
-                self.runs[j].throw(Terminated(f"seed {self.seeds[k]} of the group stopped"))
+                self.runs[k].throw(Terminated("another seed of the group stopped the group"))
         for training in self.runs:
             training.close()

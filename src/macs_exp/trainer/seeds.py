@@ -9,8 +9,12 @@ values.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
+
+# Each seed of a group works in this subfolder of the group's folder.
+SEED_FOLDER = "seed_{seed}"
 
 
 def seed_list(cfg: DictConfig) -> list[int]:
@@ -21,10 +25,18 @@ def seed_list(cfg: DictConfig) -> list[int]:
 
 
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
-    """``cfg`` as the config of a single run of ``seed``."""
+    """``cfg`` as the config of a single run of ``seed``. A group's folder given to
+    ``trainer.resume`` becomes the seed's own subfolder in it."""
     one = copy.deepcopy(cfg)
     with open_dict(one):
         one.seed = seed
         one.seeds = None
         one.trainer.parallel_seeds = 1
+        resume = one.trainer.resume
+        if resume not in (None, "auto") and (Path(resume) / seed_folder(seed)).is_dir():
+            one.trainer.resume = str(Path(resume) / seed_folder(seed))
     return one
+
+
+def seed_folder(seed: int) -> str:
+    return SEED_FOLDER.format(seed=seed)

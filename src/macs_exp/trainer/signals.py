@@ -53,10 +53,12 @@ def sigterm_raises() -> Iterator[None]:
 @contextmanager
 def graceful_stop() -> Iterator[Callable[[], bool]]:
     """Marks a training loop as running; yields a function telling whether a stop was asked.
-    The request is cleared when the loop ends, so an enclosing loop is not stopped twice."""
+    The request is cleared when the last running loop ends: the seeds of a seed-parallel group
+    run their loops side by side, and each must see the stop and checkpoint before it ends."""
     _state.loops += 1
     try:
         yield lambda: _state.requested
     finally:
         _state.loops -= 1
-        _state.requested = False
+        if not _state.loops:
+            _state.requested = False

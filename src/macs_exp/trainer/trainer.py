@@ -157,13 +157,15 @@ class Trainer:
         self.progress = progress or Progress("none", cfg.total_steps, "")
         self.items_per_page = env.metadata.get("items_per_page")
         self.ranking = ranking
-        # Decided once: whether every part of the run can be saved (``Resumable``).
-        resumable = isinstance(agent, Resumable) and isinstance(self.augmenter, Resumable)
+        # Decided once: whether every part of the run can be saved (``Resumable``, and an env
+        # whose snapshot is tensors and containers: gymnasium's envs are Python objects).
+        resumable = isinstance(agent, Resumable) and isinstance(self.augmenter, Resumable) and _packable(env)
         if checkpointing is not None and not resumable:
             log.warning(
-                "this run's agent or mode (%s, %s) cannot be checkpointed: it writes no checkpoint",
+                "this run's agent, mode or env (%s, %s, %s) cannot be checkpointed: it writes no checkpoint",
                 type(agent).__name__,
                 type(self.augmenter).__name__,
+                type(getattr(env, "env", env)).__name__,
             )
         self.checkpointing = checkpointing if resumable else None
 
@@ -355,6 +357,15 @@ class Trainer:
         for key, value in metrics.items():
             result.history[key].append((steps, value))
         self.progress.report(steps, metrics)
+
+
+def _packable(env: BatchedEnv) -> bool:
+    """Whether ``env``'s snapshot can go into a checkpoint."""
+    try:
+        pack(env.snapshot())
+    except TypeError:
+        return False
+    return True
 
 
 def drive(training: Generator[Agent, Updates, TrainResult]) -> TrainResult:
