@@ -29,6 +29,15 @@ def test_check_pendulum_prints_its_result_line_last() -> None:
     assert match and -2000 < float(match.group(1)) < 0
 
 
+def test_check_pendulum_with_seeds_prints_each_seed_then_their_mean() -> None:
+    lines = run_script("scripts/check_pendulum.py", "--algo", "td3", "--steps", "400", "--seeds", "0-1")
+    seeds = [re.fullmatch(r"pendulum td3 seed=(\d) mean_return=(-?\d+\.\d)", line) for line in lines[-3:-1]]
+    assert [m.group(1) for m in seeds if m] == ["0", "1"]
+    values = [float(m.group(2)) for m in seeds if m]
+    mean = re.fullmatch(r"pendulum td3 mean_return=(-?\d+\.\d)", lines[-1])
+    assert mean and abs(float(mean.group(1)) - sum(values) / 2) <= 0.1
+
+
 def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
     # Tiny MACS settings so that stage 2 runs within the short joint-mode timing.
     macs = ["macs.threshold_frac=0", "macs.threshold_window=3", "macs.stage2_steps=40"]
@@ -53,6 +62,8 @@ def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
     for algo in ("ddpg", "sac", "td3"):
         expected |= {f"trainer_{algo}_steps_per_s", f"sb3_{algo}_steps_per_s"}
         expected |= {f"trainer_speedup_vs_sb3_{algo}", f"macs_joint_overhead_{algo}"}
+        expected |= {f"trainer_seed_parallel_k5_{algo}", f"seed_parallel_speedup_k5_{algo}"}
+        expected |= {f"seed_parallel_single_{algo}_steps_per_s", f"seed_parallel_speedup_k5_joint_{algo}"}
     expected |= {"rating_env_n1", "rating_env_n256"}
     expected |= {"tpgr_eval_ml1m_all_users_s", "tpgr_train_step_64x16_s", "tpgr_update_64x16_s"}
     expected |= {"pgpr_beam_64_users_s", "pgpr_beam_all_test_users_s", "pgpr_walk_ms_per_step"}
