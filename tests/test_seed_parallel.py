@@ -123,7 +123,7 @@ def test_seeds_and_parallel_seeds_name_the_runs_seeds() -> None:
         with pytest.raises(ConfigError, match="seeds"):
             to_config(compose_config(bad))
     with pytest.raises(ConfigError, match=r"trainer\.parallel_seeds"):
-        to_config(compose_config(["trainer.parallel_seeds=0"]))
+        run_seeds(compose_config(["trainer.parallel_seeds=0", "tracking.enabled=false"]), "unused")
 
 
 def without_timing(result: TrainResult) -> dict[str, list[tuple[int, float]]]:

@@ -14,8 +14,9 @@ disturbing the real trajectory.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -88,9 +89,22 @@ class BinaryOutcomes(Protocol):
         ...
 
 
+# Whether an env implements an optional protocol, remembered per env: ``isinstance`` with a
+# runtime protocol recomputes the protocol's members at every call (Python 3.11), which the
+# per-step helpers below would pay at every step.
+_CONFORMS: weakref.WeakKeyDictionary[object, dict[type, bool]] = weakref.WeakKeyDictionary()
+
+
+def _conforms(env: object, protocol: type) -> bool:
+    known = _CONFORMS.setdefault(env, {})
+    if protocol not in known:
+        known[protocol] = isinstance(env, protocol)
+    return known[protocol]
+
+
 def allowed_items(env: BatchedEnv) -> torch.Tensor | None:
     """The items ``env`` would show from its current state, or None if it has no catalogue."""
-    return env.allowed_items() if isinstance(env, ItemCatalogue) else None
+    return cast(ItemCatalogue, env).allowed_items() if _conforms(env, ItemCatalogue) else None
 
 
 @runtime_checkable
@@ -106,7 +120,7 @@ class ServesUsers(Protocol):
 
 def slot_users(env: object) -> torch.Tensor | None:
     """The users ``env``'s slots serve now, or None if it serves no dataset's users."""
-    return env.slot_users() if isinstance(env, ServesUsers) else None
+    return cast(ServesUsers, env).slot_users() if _conforms(env, ServesUsers) else None
 
 
 def user_keywords(env: object) -> dict[str, torch.Tensor]:

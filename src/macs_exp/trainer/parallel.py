@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from macs_exp.agents import Agent
 from macs_exp.agents.stack import Learner, seed_learner
+from macs_exp.config import to_config
 from macs_exp.schema import UserError
 from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.tracking.tags import GROUP_SEEDS_TAG, GROUP_TAG
@@ -49,6 +50,7 @@ def run_seeds(
     """Trains every seed ``cfg`` names (``seeds``, or ``trainer.parallel_seeds`` from ``seed``):
     a single seed as a plain run, several in one seed-parallel group. Raises ``SeedsFailed``
     after the others finished if any seed failed."""
+    to_config(cfg)  # bad values (trainer.parallel_seeds=0, repeated seeds) fail here, by name
     seeds = seed_list(cfg)
     if cfg.seeds is None and len(seeds) == 1:
         return [run_experiment(cfg, output_dir, tags=tags)]
