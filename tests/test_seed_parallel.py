@@ -126,6 +126,16 @@ def test_seeds_and_parallel_seeds_name_the_runs_seeds() -> None:
         run_seeds(compose_config(["trainer.parallel_seeds=0", "tracking.enabled=false"]), "unused")
 
 
+def test_a_group_resumes_from_its_folder_only(tmp_path: Path) -> None:
+    (tmp_path / "group" / "seed_0").mkdir(parents=True)
+    cfg = compose_config(["seeds=[0,1]", f"trainer.resume={tmp_path / 'group'}"])
+    assert seed_config(cfg, 0).trainer.resume == str(tmp_path / "group" / "seed_0")
+    with pytest.raises(ConfigError, match=r"trainer\.resume=.*holds seed_1/ for seed 1"):
+        seed_config(cfg, 1)
+    with pytest.raises(ConfigError, match="run ids name one seed each"):
+        seed_config(compose_config(["seeds=[0,1]", "trainer.resume=0123abcd"]), 0)
+
+
 def without_timing(result: TrainResult) -> dict[str, list[tuple[int, float]]]:
     return {k: v for k, v in result.history.items() if not k.startswith("perf/")}
 

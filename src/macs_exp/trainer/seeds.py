@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from macs_exp.schema import ConfigError
+
 # Each seed of a group works in this subfolder of the group's folder.
 SEED_FOLDER = "seed_{seed}"
 
@@ -33,8 +35,15 @@ def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
         one.seeds = None
         one.trainer.parallel_seeds = 1
         resume = one.trainer.resume
-        if resume not in (None, "auto") and (Path(resume) / seed_folder(seed)).is_dir():
-            one.trainer.resume = str(Path(resume) / seed_folder(seed))
+        if resume not in (None, "auto"):
+            folder = Path(resume) / seed_folder(seed)
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"trainer.resume={resume}: a seed-parallel run resumes from its group's folder, "
+                    f"which holds {seed_folder(seed)}/ for seed {seed}; {folder} is not there. Pass the "
+                    "folder the group ran in (its seeds' MLflow run ids name one seed each)"
+                )
+            one.trainer.resume = str(folder)
     return one
 
 
