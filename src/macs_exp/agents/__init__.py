@@ -23,6 +23,7 @@ from macs_exp.agents.protocol import (
     Resumable,
     SamplesActions,
     Transitions,
+    Updates,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Resumable",
     "SamplesActions",
     "Transitions",
+    "Updates",
     "make_agent",
 ]
 

@@ -47,6 +47,9 @@ from omegaconf import MISSING
 
 from macs_exp.schema import Schema
 
+# What one ``learn`` call returns: each update's mean losses, by name.
+Updates = list[dict[str, float]]
+
 
 class Policy(Protocol):
     """A deterministic policy: a batch of observations to a batch of actions in the env's
@@ -137,7 +140,7 @@ class Agent(Protocol):
 
     def add_extra(self, extra: Transitions) -> None: ...
 
-    def learn(self) -> list[dict[str, float]]: ...
+    def learn(self) -> Updates: ...
 
     def frozen_policy(self) -> Policy: ...
 

@@ -30,10 +30,7 @@ from torch import nn
 from macs_exp.agents.base import Adam, DivergenceError, OffPolicyAgent
 from macs_exp.agents.buffer import Batch, ReplayBuffer
 from macs_exp.agents.networks import stack_members
-from macs_exp.agents.protocol import Agent
-
-# One agent's updates at one step: each update's mean losses (``Agent.learn``'s result).
-Updates = list[dict[str, float]]
+from macs_exp.agents.protocol import Agent, Updates
 
 
 class Learner(Protocol):

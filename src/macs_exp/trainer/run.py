@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from macs_exp import plugins
-from macs_exp.agents import Agent, AgentConfig, ItemSpace, make_agent
+from macs_exp.agents import Agent, AgentConfig, ItemSpace, Updates, make_agent
 from macs_exp.config import Config, to_config
 from macs_exp.data import load_rating_data
 from macs_exp.data.dataset import RatingData
@@ -45,7 +45,7 @@ from macs_exp.trainer.explain import EXPLANATIONS_FILE, write_explanations
 from macs_exp.trainer.progress import Progress
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.resume import check_resumable, find_checkpoint
-from macs_exp.trainer.trainer import Ranking, Trainer, Training, Updates, drive
+from macs_exp.trainer.trainer import Ranking, Trainer, Training, drive
 
 log = logging.getLogger("macs_exp")
 

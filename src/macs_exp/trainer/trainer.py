@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from macs_exp.agents import Agent, ReportsMetrics, Resumable, Transitions
+from macs_exp.agents import Agent, ReportsMetrics, Resumable, Transitions, Updates
 from macs_exp.envs.base import BatchedEnv, allowed_items, user_keywords
 from macs_exp.envs.counting import CountingEnv, StepCounter
 from macs_exp.metrics import NOT_SHOWN, EpisodeStats, key_metric
@@ -43,8 +43,6 @@ log = logging.getLogger("macs_exp")
 # Scores the (users, steps) items recommended in one evaluation: the Table I metrics.
 Ranking = Callable[[np.ndarray], dict[str, float]]
 
-# What one agent's updates at one vector step return: each update's mean losses.
-Updates = list[dict[str, float]]
 # A run as a generator: it yields its agent whenever the agent's updates are due and is sent
 # their losses back, so that whoever drives it decides how the updates run (``drive``: the agent
 # alone; ``macs_exp.trainer.parallel``: the agents of several seeds in one batched update).
@@ -368,7 +366,7 @@ def _packable(env: BatchedEnv) -> bool:
     return True
 
 
-def drive(training: Generator[Agent, Updates, TrainResult]) -> TrainResult:
+def drive(training: Training) -> TrainResult:
     """Runs ``training`` to its end, updating each agent it yields on its own. A failed update
     is raised inside the run, where the run records it."""
     try:
