@@ -27,7 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from macs_exp.agents import Agent
-from macs_exp.agents.stack import Learner, seed_learner
+from macs_exp.agents.stack import seed_learner
 from macs_exp.config import to_config
 from macs_exp.schema import UserError
 from macs_exp.tracking.mlflow_tracker import Terminated
@@ -104,11 +104,13 @@ class SeedGroup:
     def _lockstep(self) -> None:
         for k, training in enumerate(self.runs):
             self._advance(k, training.__next__)
+        if not self.waiting:
+            return
         # Stacked once: every seed that reached training has built its agent.
         members = sorted(self.waiting)
-        learner: Learner | None = seed_learner([self.waiting[k] for k in members]) if members else None
+        learner = seed_learner([self.waiting[k] for k in members])
         index = {k: i for i, k in enumerate(members)}
-        while self.waiting and learner is not None:
+        while self.waiting:
             live = sorted(self.waiting)
             updates = learner.learn([index[k] for k in live])
             for k in live:
@@ -147,7 +149,7 @@ class SeedGroup:
         """Ends every seed still running (each run records it KILLED)."""
         for k in list(self.waiting):
             self.waiting.pop(k)
-            with contextlib.suppress(StopIteration, Exception):
+            with contextlib.suppress(Exception):
                 self.runs[k].throw(Terminated("another seed of the group stopped the group"))
         for training in self.runs:
             training.close()

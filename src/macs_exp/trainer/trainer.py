@@ -157,7 +157,9 @@ class Trainer:
         self.ranking = ranking
         # Decided once: whether every part of the run can be saved (``Resumable``, and an env
         # whose snapshot is tensors and containers: gymnasium's envs are Python objects).
-        resumable = isinstance(agent, Resumable) and isinstance(self.augmenter, Resumable) and _packable(env)
+        resumable = checkpointing is not None and (
+            isinstance(agent, Resumable) and isinstance(self.augmenter, Resumable) and _packable(env)
+        )
         if checkpointing is not None and not resumable:
             log.warning(
                 "this run's agent, mode or env (%s, %s, %s) cannot be checkpointed: it writes no checkpoint",
