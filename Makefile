@@ -15,7 +15,8 @@ TABLE1_DATASETS ?= ml100k ml1m bookcrossing douban_book
 # The offline protocols (env.candidates) Table I runs every dataset under; each is its own column.
 PROTOCOLS ?= catalog rated
 
-.PHONY: setup run test test-fast lint bench ui clean smoke table1 figures fig4 fig5 fig6
+.PHONY: setup run test test-fast lint bench ui clean smoke table1 figures fig4 fig5 fig6 \
+	paper paper-runs paper-page paper-fig4 paper-fig5 paper-fig6 paper-table1 paper-ground-truth results-smoke
 
 setup: $(STAMP)
 
@@ -107,6 +108,86 @@ fig5: setup
 fig6: setup
 	@status=0; $(SWEEP) +experiment=fig6_threshold $(ARGS) || status=1; \
 	$(BIN)/python scripts/plot_curves.py --experiment fig6_threshold --figure fig6 && exit $$status
+
+# ---- The paper, measured (docs/results.md) ----
+# Every preset at the paper's scale, 5 seeds packed into one process per job, every finished run
+# a row of the committed ledger LEDGER; a run whose config is in the ledger is skipped, so the
+# study runs in pieces (each about 2 h or less on 2 cores, README "The paper, measured"), across
+# machines and sessions. Each piece's wall time goes to PIECES. The page is drawn from the
+# ledger alone.
+LEDGER ?= docs/results/runs.csv
+PIECES ?= docs/results/pieces.csv
+PAPER_SWEEP = $(SWEEP) trainer.parallel_seeds=5 tracking.ledger=$(LEDGER)
+COST = $(BIN)/python scripts/cost_budget.py --ledger $(LEDGER)
+# Times a piece's recipe and records it: $(call piece,<name>,<commands>).
+piece = @start=$$(date +%s); status=0; $(2) \
+	$(BIN)/python scripts/paper.py piece --pieces $(PIECES) --name $(1) --seconds $$(( $$(date +%s) - start )) --status $$status; \
+	exit $$status
+FIG4_ALGOS := ddpg sac td3
+# BookCrossing joins once its full data is under DATA_ROOT (../shared/data holds format samples only).
+PAPER_DATASETS ?= ml100k ml1m douban_book
+# Table I's parts, each one piece per dataset and protocol (the algos x modes of its sweep).
+T1_PARTS := ac ctrl tpgr pgpr1 pgpr2 ref
+T1_ac := algo=ddpg,sac,td3 mode=baseline,expert,joint
+T1_ctrl := algo=ddpg,sac,td3 mode=ctrl
+T1_tpgr := algo=tpgr
+T1_pgpr1 := algo=pgpr mode=baseline,expert
+T1_pgpr2 := algo=pgpr mode=joint,ctrl
+T1_ALGOS := ddpg sac td3 tpgr pgpr
+
+paper: paper-runs
+	$(MAKE) paper-page
+
+paper-runs: paper-fig4 paper-fig5 paper-fig6 paper-table1 paper-ground-truth
+
+paper-page: setup
+	$(BIN)/python scripts/paper.py page --ledger $(LEDGER) --pieces $(PIECES) --out docs/results.md --figures docs/figures
+
+# Fig. 4, one piece per algo: its five modes, its -J under Eq. 9's replay, then its baseline at
+# the mean env steps of its own MACS runs.
+paper-fig4: $(addprefix paper-fig4-,$(FIG4_ALGOS))
+
+paper-fig4-%: setup
+	$(call piece,fig4-$*,$(PAPER_SWEEP) +experiment=fig4 algo=$* $(ARGS) || status=1; \
+	$(PAPER_SWEEP) +experiment=fig4 algo=$* mode=joint macs.replay=eq9 $(ARGS) || status=1; \
+	cost=$$($(COST) --experiment fig4 --algo $*) && \
+	$(PAPER_SWEEP) +experiment=fig4 algo=$* mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1;)
+
+paper-fig5: setup
+	$(call piece,fig5,$(PAPER_SWEEP) +experiment=fig5_hidden $(ARGS) || status=1;)
+
+paper-fig6: setup
+	$(call piece,fig6,$(PAPER_SWEEP) +experiment=fig6_threshold $(ARGS) || status=1;)
+
+# The ground-truth study of docs/macs.md on both envs that know their trivial components.
+paper-ground-truth: setup
+	$(call piece,ground-truth,$(BIN)/python scripts/ground_truth.py --env synthetic --ledger $(LEDGER) || status=1; \
+	$(BIN)/python scripts/ground_truth.py --env session --ledger $(LEDGER) || status=1;)
+
+# Table I: paper-table1-<dataset>-<protocol>-<part> for each dataset found under DATA_ROOT, each
+# protocol of PROTOCOLS and each part of T1_PARTS; the last part, ref, runs the reference policies
+# and each algo's baseline at the mean env steps of its MACS runs there.
+define table1_piece
+paper-table1-$(1)-$(2)-$(3): setup
+	$$(call piece,table1-$(1)-$(2)-$(3),$$(if $$(wildcard $$(DATA_ROOT)/$(4)),$$(call t1_$(if $(filter ref,$(3)),ref,run),$(1),$(2),$(3),$(4)),echo "skipping: $$(DATA_ROOT)/$(4) not found (python scripts/download_data.py $(1) --dest $$(DATA_ROOT)/$(4))";))
+endef
+t1_args = +experiment=table1 env=$(1) env.data_dir=$(DATA_ROOT)/$(4) env.candidates=$(2)
+t1_run = $(PAPER_SWEEP) $(t1_args) $(T1_$(3)) $(ARGS) || status=1;
+t1_ref = $(PAPER_SWEEP) $(t1_args) algo=random,popular mode=baseline $(ARGS) || status=1; \
+	for algo in $(T1_ALGOS); do \
+	  cost=$$($(COST) --experiment table1 --algo $$algo --env $(1) --protocol $(2) --data-dir $(4)) && \
+	  $(PAPER_SWEEP) $(t1_args) algo=$$algo mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
+	done;
+dataset_dir = $(or $(filter-out ml100k ml1m douban_book,$(1)),$(if $(filter ml100k,$(1)),ml-100k,$(if $(filter ml1m,$(1)),ml-1m,douban-book)))
+$(foreach ds,$(PAPER_DATASETS),$(foreach p,$(PROTOCOLS),$(foreach part,$(T1_PARTS),\
+	$(eval $(call table1_piece,$(ds),$(p),$(part),$(call dataset_dir,$(ds)))))))
+$(foreach ds,$(PAPER_DATASETS),$(eval paper-table1-$(ds): $(foreach p,$(PROTOCOLS),$(foreach part,$(T1_PARTS),paper-table1-$(ds)-$(p)-$(part)))))
+paper-table1: $(addprefix paper-table1-,$(PAPER_DATASETS))
+
+# The regression guard of the paper pipeline: one cell of each figure and table at a tiny budget,
+# into a throwaway ledger, then the page from it (tests/test_results_smoke.py runs it in the slow tier).
+results-smoke: setup
+	$(BIN)/python -m pytest -q tests/test_results_smoke.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@ FINISHED MACS runs of an experiment, printed as one integer and nothing else.
 
     python scripts/cost_budget.py --experiment fig4 [--modes expert,joint] [--algo ddpg]
         [--env ml100k] [--protocol rated] [--data-dir data/ml-100k] [--tracking-uri URI]
+        [--ledger docs/results/runs.csv]
 
     python -m macs_exp -m +experiment=fig4 mode=baseline trainer.budget=env_steps \\
         trainer.total_steps=$(python scripts/cost_budget.py --experiment fig4)
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from macs_exp.reports.cost import MACS_MODES, mean_env_steps
-from macs_exp.reports.runs import add_store_args, client_for, load_runs
+from macs_exp.reports.runs import add_store_args, client_for, ledger_runs, load_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,11 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", default=None, help="only runs with this env.data_dir (default: every folder)"
     )
+    parser.add_argument(
+        "--ledger", default=None, help="read the runs from this results ledger instead of the MLflow store"
+    )
     args = parser.parse_args(argv)
 
     modes = [m for m in args.modes.split(",") if m]
     try:
-        runs = load_runs(client_for(args), args.experiment)
+        runs = (
+            load_runs(client_for(args), args.experiment)
+            if args.ledger is None
+            else ledger_runs(args.ledger, args.experiment)
+        )
         budget = mean_env_steps(
             runs, modes, args.algo, args.env, protocol=args.protocol, data_dir=args.data_dir
         )

@@ -17,6 +17,7 @@ import pandas as pd
 
 from macs_exp import plugins
 from macs_exp.envs.config import CANDIDATES
+from macs_exp.tracking import ledger
 from macs_exp.tracking.mlflow_tracker import default_tracking_uri, search_all
 from macs_exp.tracking.tags import ROLE_RUN, ROLE_SWEEP
 
@@ -101,6 +102,37 @@ def load_runs(
         }
         row.update({f"metric:{k}": v for k, v in run.data.metrics.items()})
         row.update({f"param:{k}": v for k, v in run.data.params.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
+    return frame.sort_values(["start_time", "run_id"], ignore_index=True) if rows else frame
+
+
+def ledger_runs(path: str | Path, experiment: str | None = None) -> pd.DataFrame:
+    """The rows of a results ledger (``macs_exp.tracking.ledger``) as a ``load_runs`` frame of
+    FINISHED runs (of ``experiment`` when given): what the results page and the cost of a
+    cost-matched baseline are computed from when no MLflow store holds the runs."""
+    rows = []
+    for entry in ledger.read(path):
+        if experiment is not None and entry.experiment != experiment:
+            continue
+        end = pd.Timestamp(entry.finished_at)
+        row: dict[str, object] = {
+            "run_id": entry.run_id,
+            "status": "FINISHED",
+            "sweep_id": "",
+            "algo": entry.algo,
+            "mode": entry.mode,
+            "env": entry.env,
+            "seed": entry.seed,
+            "start_time": end - pd.Timedelta(seconds=entry.wall_time_s),
+            "end_time": end,
+            "experiment": entry.experiment,
+            "config_hash": entry.config_hash,
+            "commit": entry.commit,
+            "wall_time_s": entry.wall_time_s,
+        }
+        row.update({f"metric:{k}": v for k, v in entry.metrics.items()})
+        row.update({f"param:{k}": v for k, v in entry.params.items()})
         rows.append(row)
     frame = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
     return frame.sort_values(["start_time", "run_id"], ignore_index=True) if rows else frame

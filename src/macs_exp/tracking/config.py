@@ -22,3 +22,6 @@ class TrackingConfig(Schema):
     run_name: str | None = MISSING
     # Buffered metrics are sent in one batch at least this often.
     flush_every_s: float = MISSING
+    # A results ledger (macs_exp.tracking.ledger), relative to the launch directory: a run whose
+    # config it holds is skipped, and a finished run adds its row. Null: no ledger.
+    ledger: str | None = MISSING

@@ -77,6 +77,19 @@ def record_failed_job(
         pass
 
 
+# Set on a sweep's parent run, per job, to the seeds the results ledger already held: the job
+# skipped them (macs_exp.tracking.ledger), and the summary lists them as SKIPPED.
+SKIPPED_TAG_PREFIX = "ledger_skipped."
+SKIPPED = "SKIPPED"
+
+
+def record_skipped(cfg: TrackingConfig, tags: Mapping[str, str], seeds: Sequence[int]) -> None:
+    """Notes on the sweep's parent run that this job skipped ``seeds``; nothing outside a sweep."""
+    parent, job = tags.get("mlflow.parentRunId"), tags.get("sweep_job")
+    if cfg.enabled and parent and job is not None:
+        _client(cfg).set_tag(parent, f"{SKIPPED_TAG_PREFIX}{job}", ",".join(map(str, seeds)))
+
+
 class JobLost(Exception):
     """A job's process died without a word (SIGKILL, the OOM killer)."""
 
@@ -224,8 +237,12 @@ class SweepCallback(Callback):
         # After an abort, jobs a cluster launcher submitted may still be running: leave them open.
         rows = summarize(self.tracking, self.context, self.planned, close_lost=not aborted)
         table = format_summary(rows)
-        failed = sum(row["status"] != "FINISHED" for row in rows)
-        headline = f"sweep {self.context.sweep_id}: {len(rows) - failed} of {len(rows)} jobs finished"
+        failed = sum(row["status"] not in ("FINISHED", SKIPPED) for row in rows)
+        skipped = sum(row["status"] == SKIPPED for row in rows)
+        finished = len(rows) - failed - skipped
+        headline = f"sweep {self.context.sweep_id}: {finished} of {len(rows)} jobs finished"
+        if skipped:
+            headline += f", {skipped} skipped (in the ledger)"
         if aborted:
             headline += " (the sweep itself stopped early)"
         log.info("%s\n%s", headline, table)
@@ -274,6 +291,14 @@ def summarize(
         # A job has one run (per seed); keep the finished one if a rerun ever shares the number.
         if (job, seed) not in by_job or row["status"] == "FINISHED":
             by_job[(job, seed)] = row
+    for job, seeds in _skipped_jobs(client, sweep).items():
+        by_job[(job, -2)] = {
+            "job": str(job),
+            "status": SKIPPED,
+            "overrides": " ".join(planned[job]) if planned and job < len(planned) else "",
+            "metric": f"seeds {seeds} in the ledger",
+            "run_id": "",
+        }
     started = {job for job, _ in by_job}
     for num, overrides in enumerate(planned or []):
         if num in started:
@@ -289,6 +314,18 @@ def summarize(
             },
         )
     return [by_job[k] for k in sorted(by_job)]
+
+
+def _skipped_jobs(client: MlflowClient, sweep: SweepContext) -> dict[int, str]:
+    """Job number -> the seeds it skipped, from the parent run's tags (``record_skipped``)."""
+    if sweep.parent_run_id is None:
+        return {}
+    tags = client.get_run(sweep.parent_run_id).data.tags
+    return {
+        int(key.removeprefix(SKIPPED_TAG_PREFIX)): value
+        for key, value in tags.items()
+        if key.startswith(SKIPPED_TAG_PREFIX)
+    }
 
 
 def format_summary(rows: list[dict[str, str]]) -> str:

@@ -30,7 +30,10 @@ from macs_exp.agents import Agent
 from macs_exp.agents.stack import seed_learner
 from macs_exp.config import to_config
 from macs_exp.schema import UserError
+from macs_exp.tracking import ledger
+from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import Terminated
+from macs_exp.tracking.sweep import record_skipped
 from macs_exp.tracking.tags import GROUP_SEEDS_TAG, GROUP_TAG
 from macs_exp.trainer.result import TrainResult
 from macs_exp.trainer.run import experiment, run_experiment
@@ -50,10 +53,17 @@ def run_seeds(
     """Trains every seed ``cfg`` names (``seeds``, or ``trainer.parallel_seeds`` from ``seed``):
     a single seed as a plain run, several in one seed-parallel group. Raises ``SeedsFailed``
     after the others finished if any seed failed."""
-    to_config(cfg)  # bad values (trainer.parallel_seeds=0, repeated seeds) fail here, by name
+    config = to_config(cfg)  # bad values (trainer.parallel_seeds=0, repeated seeds) fail here, by name
     seeds = seed_list(cfg)
-    if cfg.seeds is None and len(seeds) == 1:
+    todo = seeds if config.tracking.ledger is None else _unrecorded(cfg, seeds, config.tracking, tags or {})
+    if not todo:
+        return []
+    if cfg.seeds is None and seeds == [int(cfg.seed)]:
         return [run_experiment(cfg, output_dir, tags=tags)]
+    if len(todo) == 1 and len(seeds) > 1:
+        # What the ledger left of a group: one single run.
+        return [run_experiment(seed_config(cfg, todo[0]), output_dir, tags=tags)]
+    seeds = todo
     group = {GROUP_TAG: uuid.uuid4().hex[:12], GROUP_SEEDS_TAG: ",".join(map(str, seeds))}
     runs = [
         experiment(
@@ -67,6 +77,20 @@ def run_seeds(
         why = "; ".join(f"seed {seed}: {type(err).__name__}: {err}" for seed, err in failed.items())
         raise SeedsFailed(f"{len(failed)} of {len(seeds)} seeds failed ({why})")
     return [r for r in outcome if isinstance(r, TrainResult)]
+
+
+def _unrecorded(
+    cfg: DictConfig, seeds: list[int], tracking: TrackingConfig, tags: Mapping[str, str]
+) -> list[int]:
+    """The seeds whose single-run config the ledger does not hold yet (``tracking.ledger``);
+    the others are skipped, and a sweep's summary lists them as such."""
+    assert tracking.ledger is not None
+    recorded = ledger.recorded(tracking.ledger)
+    done = [seed for seed in seeds if ledger.config_hash(seed_config(cfg, seed)) in recorded]
+    if done:
+        log.info("seed(s) %s: already in the ledger %s, skipped", ",".join(map(str, done)), tracking.ledger)
+        record_skipped(tracking, tags, done)
+    return [seed for seed in seeds if seed not in done]
 
 
 def key_value(results: list[TrainResult]) -> float | None:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Generator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,8 +37,8 @@ from macs_exp.envs.factory import make_batched_env
 from macs_exp.envs.rating import RatingVecEnv
 from macs_exp.metrics import ranking_metrics
 from macs_exp.schema import ConfigError
-from macs_exp.tracking import Tracker, flatten, plot_learning_curve, tracked_run
-from macs_exp.tracking.tags import ROLE_RUN
+from macs_exp.tracking import Tracker, flatten, ledger, plot_learning_curve, tracked_run
+from macs_exp.tracking.tags import GROUP_SEEDS_TAG, ROLE_RUN
 from macs_exp.trainer.augmenter import AugmenterContext
 from macs_exp.trainer.budget import Budget
 from macs_exp.trainer.checkpoint import CHECKPOINT_FILE, Checkpointing
@@ -72,6 +73,7 @@ def run_experiment(
 def experiment(cfg: DictConfig, output_dir: str | Path, *, tags: Mapping[str, str] | None = None) -> Training:
     """``run_experiment`` as a generator that yields its agent whenever its updates are due
     (``macs_exp.trainer.trainer.Training``): what seed-parallel training drives, one per seed."""
+    started = time.monotonic()
     config = to_config(cfg)
     device = torch_device(config.device)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
@@ -114,6 +116,17 @@ def experiment(cfg: DictConfig, output_dir: str | Path, *, tags: Mapping[str, st
             progress.close()
         result.run_id = tracker.run_id
         _report(result, agent, tracker, output_dir, title)
+    if config.tracking.ledger is not None and all_tags["role"] == ROLE_RUN:
+        group = all_tags.get(GROUP_SEEDS_TAG)
+        row = ledger.entry(
+            cfg,
+            history=result.history,
+            key_metric=result.key_metric,
+            wall_time_s=time.monotonic() - started,
+            seeds_in_process=len(group.split(",")) if group else 1,
+            run_id=result.run_id,
+        )
+        ledger.append(config.tracking.ledger, row)
     # A finished run has nothing left to resume; its agent is in agent.pt.
     checkpointing.path.unlink(missing_ok=True)
     return result
