@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from macs_exp.reports.curves import FIGURES, X_AXES, CurvesError, write_figures
+from macs_exp.reports.curves import FIGURES, X_AXES, CurvesError, store_histories, write_figures
 from macs_exp.reports.runs import (
     add_selection_args,
     client_for,
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         written = write_figures(
-            client,
+            store_histories(client),
             runs,
             experiment=args.experiment,
             figure=args.figure,

@@ -30,6 +30,7 @@ def _tracking(store: MlflowStore, experiment: str) -> TrackingConfig:
         uri=store.uri,
         run_name=None,
         flush_every_s=10.0,
+        ledger=None,
     )
 
 

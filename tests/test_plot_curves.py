@@ -19,6 +19,7 @@ from macs_exp.reports.curves import (
     env_step_history,
     fetch_histories,
     finals,
+    store_histories,
     write_figures,
 )
 from macs_exp.reports.runs import load_runs
@@ -145,7 +146,12 @@ def test_fig4_draws_one_figure_per_env_from_the_store(mlflow_store: MlflowStore,
     runs = load_runs(mlflow_store.client, "fig4")
     notes: list[str] = []
     written = write_figures(
-        mlflow_store.client, runs, experiment="fig4", figure="fig4", out_dir=tmp_path, report=notes.append
+        store_histories(mlflow_store.client),
+        runs,
+        experiment="fig4",
+        figure="fig4",
+        out_dir=tmp_path,
+        report=notes.append,
     )
 
     assert [(w.path.name, w.metric, w.runs, w.sweep_ids) for w in written] == [
@@ -171,7 +177,7 @@ def test_fig4_metric_override_and_missing_metric(mlflow_store: MlflowStore, tmp_
     runs = load_runs(mlflow_store.client, "fig4")
     notes: list[str] = []
     written = write_figures(
-        mlflow_store.client, runs, experiment="fig4", figure="fig4", out_dir=tmp_path,
+        store_histories(mlflow_store.client), runs, experiment="fig4", figure="fig4", out_dir=tmp_path,
         metric="eval/episode_reward", report=notes.append,
     )  # fmt: skip
     # The reference and joint runs logged no episode reward.
@@ -179,7 +185,7 @@ def test_fig4_metric_override_and_missing_metric(mlflow_store: MlflowStore, tmp_
     assert "virtual_taobao: left out 2 runs without eval/episode_reward" in notes
     with pytest.raises(CurvesError, match="no FINISHED run of experiment 'fig4' has test/recall"):
         write_figures(
-            mlflow_store.client, runs, experiment="fig4", figure="fig4", out_dir=tmp_path,
+            store_histories(mlflow_store.client), runs, experiment="fig4", figure="fig4", out_dir=tmp_path,
             metric="test/recall", report=notes.append,
         )  # fmt: skip
 
@@ -206,7 +212,12 @@ def test_sweep_figures_draw_curves_and_final_values(
     runs = load_runs(mlflow_store.client, figure)
     notes: list[str] = []
     written = write_figures(
-        mlflow_store.client, runs, experiment=figure, figure=figure, out_dir=tmp_path, report=notes.append
+        store_histories(mlflow_store.client),
+        runs,
+        experiment=figure,
+        figure=figure,
+        out_dir=tmp_path,
+        report=notes.append,
     )
     assert [(w.path.name, w.runs) for w in written] == [(f"{figure}-{figure}-virtual_taobao.png", 6)]
     assert_png(written[0].path)
@@ -265,7 +276,12 @@ def test_a_sweep_figure_says_when_the_param_was_not_varied(mlflow_store: MlflowS
     notes: list[str] = []
     runs = load_runs(mlflow_store.client, "fig4")
     written = write_figures(
-        mlflow_store.client, runs, experiment="fig4", figure="fig6", out_dir=tmp_path, report=notes.append
+        store_histories(mlflow_store.client),
+        runs,
+        experiment="fig4",
+        figure="fig6",
+        out_dir=tmp_path,
+        report=notes.append,
     )
     assert_png(written[0].path)
     assert notes[-1] == "fig6: every run has macs.threshold_frac=0.4; +experiment=fig6_threshold varies it"
@@ -334,9 +350,14 @@ def test_fig4_on_env_steps(
     monkeypatch.setattr(curves_module, "plot_curves", spy)
     notes: list[str] = []
     written = write_figures(
-        mlflow_store.client, load_runs(mlflow_store.client, "fig4"), experiment="fig4", figure="fig4",
-        out_dir=tmp_path, x="env_steps", report=notes.append,
-    )  # fmt: skip
+        store_histories(mlflow_store.client),
+        load_runs(mlflow_store.client, "fig4"),
+        experiment="fig4",
+        figure="fig4",
+        out_dir=tmp_path,
+        x="env_steps",
+        report=notes.append,
+    )
     assert_png(written[0].path)
     assert (written[0].path.name, written[0].runs) == ("fig4-fig4-virtual_taobao-env_steps.png", 4)
     assert notes == [

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import REPO, TINY, run_script
 from macs_exp.app import CONF_DIR, compose_config
+from macs_exp.tracking import ledger
 from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.sweep import SweepContext, _planned_jobs, close_lost_job, format_summary, summarize
 from macs_exp.trainer.run import run_tags
@@ -87,7 +88,9 @@ def _client(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _tracking(store) -> TrackingConfig:  # type: ignore[no-untyped-def]
-    return TrackingConfig(enabled=True, experiment="exp", dir=str(store.root), uri=store.uri, run_name=None)
+    return TrackingConfig(
+        enabled=True, experiment="exp", dir=str(store.root), uri=store.uri, run_name=None, ledger=None
+    )
 
 
 # RUNNING runs that have logged their params (so they are inside the run's error handling):
@@ -513,3 +516,25 @@ def test_a_seed_sweep_runs_in_seed_parallel_packs(tmp_path: Path) -> None:
     assert "3 of 3 jobs finished" in summary
     for row in ("| 0/s0 | FINISHED", "| 0/s1 | FINISHED", "| 1/s2 | FINISHED"):
         assert row in summary
+
+
+def test_a_sweep_skips_the_runs_its_ledger_holds(tmp_path: Path) -> None:
+    """With tracking.ledger, a rerun of a sweep trains only what the ledger lacks: a pack whose
+    seeds are all there is skipped, one with a new seed trains that seed alone, and the summary
+    lists the skipped ones without counting them as failed."""
+    book = tmp_path / "runs.csv"
+    args = ("trainer.parallel_seeds=2", "mode=baseline", "trainer.total_steps=300", f"tracking.ledger={book}")
+    first = _sweep(tmp_path, "seed=0,1,2", *args)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    assert [e.seed for e in sorted(ledger.read(book), key=lambda e: e.seed)] == [0, 1, 2]
+
+    again = _sweep(tmp_path, "seed=0,1,2,3", *args)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    assert sorted(e.seed for e in ledger.read(book)) == [0, 1, 2, 3]
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "1 of 3 jobs finished, 2 skipped (in the ledger)" in summary
+    assert "| 0 | SKIPPED |" in summary and "seeds 0,1 in the ledger" in summary
+    assert "| 1 | SKIPPED |" in summary and "seeds 2 in the ledger" in summary
+    assert "| 1 | FINISHED |" in summary

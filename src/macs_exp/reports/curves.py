@@ -40,6 +40,9 @@ FIGURES = ("fig4", "fig5", "fig6")
 DPI = 120
 
 History = Sequence[tuple[int, float]]
+# Where the figures read metric histories: (run ids, metric) -> run id -> [(step, value), ...];
+# the MLflow store (``store_histories``) or the results ledger's curves.
+HistorySource = Callable[[Iterable[str], str], dict[str, list[tuple[int, float]]]]
 # What a curve's x is: the user-step of each evaluation (the paper's axis), or the env steps
 # the run had taken by then, which charges MACS for its simulator calls.
 X_AXES = {"user_steps": "user-steps", "env_steps": "env steps (simulator cost)"}
@@ -65,7 +68,7 @@ class Sweep:
     tick: Callable[[float], str]
 
 
-def _first_width(net_arch: str) -> float:
+def first_width(net_arch: str) -> float:
     try:
         layers = json.loads(net_arch)
     except json.JSONDecodeError:
@@ -87,7 +90,7 @@ SWEEPS = {
         preset="+experiment=fig5_hidden",
         axis="hidden size of πc",
         xscale="log",
-        value=_first_width,
+        value=first_width,
         label=lambda v: f"hidden {v:g}",
         tick=lambda v: f"{v:g}",
     ),
@@ -212,6 +215,11 @@ def fetch_histories(
     return histories
 
 
+def store_histories(client: MlflowClient) -> HistorySource:
+    """``fetch_histories`` of one MLflow store, as the figures read histories."""
+    return lambda run_ids, key: fetch_histories(client, run_ids, key)
+
+
 def _fig4_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, Callable[[Any, Any], str]]:
     """Panel = learning algo, line = mode and budget (a cost-matched baseline is a line of its
     own, next to the plain one); reference policies repeat in every algo's panel."""
@@ -286,7 +294,7 @@ def _pick_metric(runs: pd.DataFrame, metric: str | None) -> str | None:
 
 
 def write_figures(
-    client: MlflowClient,
+    histories: HistorySource,
     runs: pd.DataFrame,
     *,
     experiment: str,
@@ -334,7 +342,7 @@ def write_figures(
         )
         path = Path(out_dir) / f"{stem}.png"
         title = f"{experiment} · {env}" if env else experiment
-        _draw(client, has_key, key, sweep, x, path, title)
+        _draw(histories, has_key, key, sweep, x, path, title)
         sweep_ids = tuple(sorted({s for s in has_key["sweep_id"] if s}))
         written.append(Written(path, env, key, len(has_key), sweep_ids))
     if not written:
@@ -345,11 +353,11 @@ def write_figures(
 
 
 def _draw(
-    client: MlflowClient, runs: pd.DataFrame, key: str, sweep: Sweep | None, x: str, path: Path, title: str
+    source: HistorySource, runs: pd.DataFrame, key: str, sweep: Sweep | None, x: str, path: Path, title: str
 ) -> None:
     """Fetches what one env's figure needs and draws it: Fig. 4's panels per algo, or a sweep's
     panels per algo and mode with the final values against the swept param."""
-    histories = fetch_histories(client, runs["run_id"], key)
+    histories = source(runs["run_id"], key)
     final = None
     if sweep is None:
         frame, label = _fig4_frame(runs)
@@ -357,7 +365,7 @@ def _draw(
         frame, label = _sweep_frame(runs, sweep), _sweep_label(sweep)
         final = (finals(frame, histories, "panel", "line"), sweep)
     if x == "env_steps":
-        costs = fetch_histories(client, runs["run_id"], ENV_STEPS_METRIC)
+        costs = source(runs["run_id"], ENV_STEPS_METRIC)
         on_cost = {r: env_step_history(histories[r], costs[r]) for r in runs["run_id"]}
         curves = aggregate_on_grid(frame, on_cost, "panel", "line")
     else:

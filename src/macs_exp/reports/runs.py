@@ -117,7 +117,8 @@ def ledger_runs(path: str | Path, experiment: str | None = None) -> pd.DataFrame
             continue
         end = pd.Timestamp(entry.finished_at)
         row: dict[str, object] = {
-            "run_id": entry.run_id,
+            # A run tracked without MLflow has no run id; its config hash names it as well.
+            "run_id": entry.run_id or entry.config_hash,
             "status": "FINISHED",
             "sweep_id": "",
             "algo": entry.algo,

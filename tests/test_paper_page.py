@@ -1,0 +1,165 @@
+"""docs/results.md from a ledger alone: its sections, figures and verdicts (macs_exp.reports.paper)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from macs_exp.reports import paper
+from macs_exp.tracking import ledger
+
+SEEDS = range(5)
+
+
+def _row(experiment: str, algo: str, mode: str, seed: int, final: float, **params: str) -> ledger.Entry:
+    """A finished run whose eval CTR climbs to ``final``; ``swing`` in params makes it zigzag."""
+    swing = float(params.pop("swing", "0"))
+    steps = range(0, 30001, 2500)
+    curve = [(s, final * s / 30000 + (swing if i % 2 else 0.0)) for i, s in enumerate(steps)]
+    key = f"{experiment}-{algo}-{mode}-{seed}-{sorted(params.items())}"
+    return ledger.Entry(
+        config_hash=key,
+        experiment=experiment,
+        algo=algo,
+        mode=mode,
+        env="virtual_taobao",
+        seed=seed,
+        commit="c0ffee",
+        finished_at="2026-12-06T00:00:00Z",
+        wall_time_s=60.0,
+        seeds_in_process=5,
+        run_id="",
+        params={"trainer.budget": "user_steps", **params},
+        metrics={"eval/ctr": final, "perf/env_steps": 30000.0},
+        curves={"eval/ctr": curve, "perf/env_steps": [(s, float(s)) for s in steps]},
+    )
+
+
+def _noise(seed: int) -> float:
+    return float(np.random.default_rng(seed).normal(0, 0.01))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, paper.Page]:
+    root = tmp_path_factory.mktemp("paper")
+    book = root / "runs.csv"
+    finals = {"baseline": 0.5, "expert": 0.8, "joint": 0.5, "random_mask": 0.6}
+    for seed in SEEDS:
+        for algo in ("ddpg", "sac"):
+            for mode, value in finals.items():
+                ledger.append(book, _row("fig4", algo, mode, seed, value + _noise(seed)))
+            cost = _row(
+                "fig4", algo, "baseline", seed, 0.5 + _noise(seed + 9), **{"trainer.budget": "env_steps"}
+            )
+            ledger.append(book, cost)
+        for width, value in ((64, 0.6), (128, 0.8), (256, 0.5)):
+            net = {"macs.algo.net_arch": f"[{width}, {width}]"}
+            ledger.append(book, _row("fig5_hidden", "ddpg", "expert", seed, value + _noise(seed), **net))
+        for frac, value, swing in ((0.2, 0.5, 0.3), (0.4, 0.6, 0.0), (0.6, 0.8, 0.0), (0.8, 0.6, 0.0)):
+            knobs = {"macs.threshold_frac": str(frac), "swing": str(swing)}
+            ledger.append(book, _row("fig6_threshold", "ddpg", "joint", seed, value + _noise(seed), **knobs))
+        truth = ledger.Entry(
+            **{
+                **_row("ground_truth", "ddpg", "paper", seed, 0.0).__dict__,
+                "env": "synthetic",
+                "metrics": {
+                    "ground_truth/before": 0.3 + _noise(seed),
+                    "ground_truth/after": 0.6 + _noise(seed + 1),
+                    "ground_truth/gain": 0.3,
+                    "ground_truth/reward_std": 1.0,
+                    "ground_truth/saturation": 0.0,
+                },
+            }
+        )
+        ledger.append(book, truth)
+    paper.record_piece(root / "pieces.csv", "fig5", 754, 0)
+    out = root / "docs" / "results.md"
+    written = paper.write_page(book, root / "pieces.csv", out, root / "docs" / "figures")
+    return out, written
+
+
+def _verdict(text: str, claim: str) -> str:
+    (line,) = [line for line in text.splitlines() if line.startswith(f"| {claim} |")]
+    return line.split(" | ")[1]
+
+
+def test_every_claim_has_its_verdict(page: tuple[Path, paper.Page]) -> None:
+    out, written = page
+    text = out.read_text()
+    expected = {
+        "Fig. 4: -E and -J beat the baselines online": paper.FAILS,  # -J ties its baseline
+        "Fig. 4 at equal simulator cost: -E and -J beat the (=cost) baselines": paper.FAILS,
+        "Fig. 4: the random mask beats the baselines": paper.HOLDS,
+        "Fig. 4: the random mask loses to MACS (-E and -J)": paper.FAILS,  # -J is below it
+        "Table I: -E/-J beat every baseline on every dataset": paper.UNTESTABLE,
+        "Table I: MACS beats CTRL": paper.UNTESTABLE,
+        "Fig. 5: hidden size 128 is best": paper.HOLDS,
+        "Fig. 6: ε1 = 4 is best": paper.FAILS,  # 6 is, in this ledger
+        "Fig. 6: ε1 = 2 is unstable": paper.HOLDS,
+        "Mechanism: pi_c moves its change onto the trivial components (paper's configuration)": paper.HOLDS,
+    }
+    for claim, verdict in expected.items():
+        assert _verdict(text, claim) == verdict, claim
+    assert written.summary() == "verdicts: 4 holds, 4 does not hold, 2 not testable"
+    assert "not run yet" in text
+
+
+def test_the_page_shows_tables_figures_and_the_study_so_far(page: tuple[Path, paper.Page]) -> None:
+    out, written = page
+    text = out.read_text()
+    for title, _ in paper.SECTIONS:
+        assert f"## {title}" in text
+    assert "| fig4 | 50 | 105 |" in text
+    assert "| fig5 | 12.6 min | ok |" in text
+    # Fig. 4's table with its changes and p-values, Fig. 5's finals, the ground truth's columns.
+    assert "| DDPG-E | **0.8" in text
+    assert "| [64, 64] | 0.60" in text.split("| [128, 128] | 0.80")[0]
+    assert "| synthetic | paper | 0.3" in text
+    figures = sorted(p.name for p in (out.parent / "figures").iterdir())
+    assert figures == [
+        "fig4-fig4-virtual_taobao-env_steps.png",
+        "fig4-fig4-virtual_taobao.png",
+        "fig5_hidden-fig5-virtual_taobao.png",
+        "fig6_threshold-fig6-virtual_taobao.png",
+    ]
+    for name in figures:
+        assert f"](figures/{name})" in text
+        assert (out.parent / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written.lines[-1].startswith(f"wrote {out}")
+
+
+def test_the_paper_numbers_sit_beside_ours(tmp_path: Path) -> None:
+    book = tmp_path / "runs.csv"
+    for seed in range(3):
+        for mode, value in (("baseline", 0.40), ("expert", 0.45)):
+            row = _row(
+                "table1", "ddpg", mode, seed, 0.0, **{"env.candidates": "rated", "env.data_dir": "ml-100k"}
+            )
+            ledger.append(
+                book,
+                ledger.Entry(
+                    **{**row.__dict__, "env": "ml100k", "metrics": {"test/precision": value + _noise(seed)}}
+                ),
+            )
+    out = tmp_path / "results.md"
+    written = paper.write_page(book, tmp_path / "none.csv", out, tmp_path / "figures")
+    text = out.read_text()
+    assert "#### Precision beside the paper's: ml100k" in text
+    assert "| DDPG | 0.4182 ± 0.0053 | 0.40" in text
+    assert "| DDPG-E | 0.5105 ± 0.0048 | 0.45" in text
+    assert "- DDPG-E on ml100k (rated) > DDPG: **holds**" in text
+    assert _verdict(text, "Table I: MACS beats CTRL") == paper.UNTESTABLE
+    assert "no -E/-J runs beside -CTRL runs" in text
+    assert "No piece has been recorded yet." in text
+    assert written.summary().startswith("verdicts: ")
+
+
+def test_the_paper_yaml_holds_table_one() -> None:
+    numbers = paper.paper_numbers()
+    datasets = numbers["table1"]["datasets"]
+    assert sorted(datasets) == ["bookcrossing", "douban_book", "ml100k", "ml1m"]
+    assert all(len(rows) == 20 for rows in datasets.values())
+    assert datasets["ml100k"]["DDPG"]["precision"] == [0.4182, 0.0053]
+    assert numbers["claims"]["fig5"]["best_hidden"] == 128
