@@ -156,6 +156,7 @@ def test_cost_budget_reads_the_ledger(tmp_path: Path) -> None:
     assert "no FINISHED sac runs" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_ground_truth_study_records_and_then_reads_its_seeds(tmp_path: Path) -> None:
     book = tmp_path / "runs.csv"
     args = (

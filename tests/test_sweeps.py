@@ -518,6 +518,7 @@ def test_a_seed_sweep_runs_in_seed_parallel_packs(tmp_path: Path) -> None:
         assert row in summary
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_the_runs_its_ledger_holds(tmp_path: Path) -> None:
     """With tracking.ledger, a rerun of a sweep trains only what the ledger lacks: a pack whose
     seeds are all there is skipped, one with a new seed trains that seed alone, and the summary
