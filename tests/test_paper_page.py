@@ -47,7 +47,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, paper.Page]:
     book = root / "runs.csv"
     finals = {"baseline": 0.5, "expert": 0.8, "joint": 0.5, "random_mask": 0.6}
     for seed in SEEDS:
-        for algo in ("ddpg", "sac"):
+        for algo in ("ddpg", "sac", "td3"):
             for mode, value in finals.items():
                 ledger.append(book, _row("fig4", algo, mode, seed, value + _noise(seed)))
             cost = _row(
@@ -111,7 +111,7 @@ def test_the_page_shows_tables_figures_and_the_study_so_far(page: tuple[Path, pa
     text = out.read_text()
     for title, _ in paper.SECTIONS:
         assert f"## {title}" in text
-    assert "| fig4 | 50 | 105 |" in text
+    assert "| fig4 | 75 | 105 |" in text
     assert "| fig5 | 12.6 min | ok |" in text
     # Fig. 4's table with its changes and p-values, Fig. 5's finals, the ground truth's columns.
     assert "| DDPG-E | **0.8" in text

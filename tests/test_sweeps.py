@@ -539,3 +539,13 @@ def test_a_sweep_skips_the_runs_its_ledger_holds(tmp_path: Path) -> None:
     assert "| 0 | SKIPPED |" in summary and "seeds 0,1 in the ledger" in summary
     assert "| 1 | SKIPPED |" in summary and "seeds 2 in the ledger" in summary
     assert "| 1 | FINISHED |" in summary
+
+    # Everything recorded: no job is launched, and the summary still accounts for each.
+    last = _sweep(tmp_path, "seed=0,1,2,3", *args)
+    out, _ = last.communicate(timeout=300)
+    assert last.returncode == 0, out
+    assert "none launched" in out
+    assert "Launching 2 jobs" not in out
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "0 of 2 jobs finished, 2 skipped (in the ledger)" in summary
+    assert len(ledger.read(book)) == 4

@@ -19,13 +19,19 @@ overrides, which only this app's config has.
 
 # No ``from __future__ import annotations``: the scanner runs this module before it is in
 # sys.modules, where ``dataclass`` would look up string annotations.
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, open_dict
 
 from macs_exp.tracking import packing
+
+log = logging.getLogger(__name__)
 
 
 class SeedPackingSweeper(BasicSweeper):
@@ -35,6 +41,47 @@ class SeedPackingSweeper(BasicSweeper):
     @staticmethod
     def split_arguments(overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         return packing.plan_batches(overrides, max_batch_size)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Launches nothing when the results ledger (``tracking.ledger``) already holds every run
+        of every job: each job is recorded as skipped in the summary instead. A rerun of a whole
+        study (``make paper``) then costs a config composition per job, not a process."""
+        assert self.hydra_context is not None and self.config is not None
+        params = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        jobs = [job for batch in self.split_arguments(parser.parse_overrides(params), None) for job in batch]
+        configs = [self._job_config(job) for job in jobs]
+        if not jobs or any(c.tracking.get("ledger") is None for c in configs):
+            return super().sweep(arguments)
+        from macs_exp.schema import as_schema
+        from macs_exp.tracking import ledger
+        from macs_exp.tracking.config import TrackingConfig
+        from macs_exp.tracking.sweep import launching_sweep, record_skipped
+        from macs_exp.trainer.parallel import recorded_seeds
+
+        known: dict[str, set[str]] = {}
+        outcome = []
+        for config in configs:
+            book = str(config.tracking.ledger)
+            todo, done = recorded_seeds(config, book, known.setdefault(book, ledger.recorded(book)))
+            if todo:
+                return super().sweep(arguments)
+            outcome.append(done)
+        sweep = launching_sweep()
+        if sweep is not None and sweep.parent_run_id:
+            for num, (config, done) in enumerate(zip(configs, outcome, strict=True)):
+                tags = {"mlflow.parentRunId": sweep.parent_run_id, "sweep_job": str(num)}
+                record_skipped(as_schema(config.tracking, TrackingConfig), tags, done)
+        log.info("sweep: every run of its %d jobs is in the ledger; none launched", len(jobs))
+        return []
+
+    def _job_config(self, job: list[str]) -> DictConfig:
+        """A job's config as its task function receives it (without the ``hydra`` node)."""
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        with open_dict(config):
+            del config["hydra"]
+        return config
 
 
 @dataclass

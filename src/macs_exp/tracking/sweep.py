@@ -51,11 +51,19 @@ class SweepContext:
 
 
 _current: SweepContext | None = None
+# The sweep this process launches (set by the callback before the sweeper runs), for a sweeper
+# that records jobs it need not launch (``record_skipped``).
+_launching: SweepContext | None = None
 
 
 def current_sweep() -> SweepContext | None:
     """The sweep the job running in this process belongs to; None for a single run."""
     return _current
+
+
+def launching_sweep() -> SweepContext | None:
+    """The sweep this process launches; None outside a sweep's launching process."""
+    return _launching
 
 
 def record_failed_job(
@@ -189,6 +197,8 @@ class SweepCallback(Callback):
                 raise SystemExit(2) from err
             atexit.register(self._close, aborted=True)
         self.context = SweepContext(sweep_id, parent)
+        global _launching
+        _launching = self.context
         planned = "" if self.planned is None else f", {len(self.planned)} jobs"
         log.info("sweep %s%s: MLflow parent run %s, outputs in %s", sweep_id, planned, parent, self.sweep_dir)
 

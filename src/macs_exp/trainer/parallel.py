@@ -31,7 +31,6 @@ from macs_exp.agents.stack import seed_learner
 from macs_exp.config import to_config
 from macs_exp.schema import UserError
 from macs_exp.tracking import ledger
-from macs_exp.tracking.config import TrackingConfig
 from macs_exp.tracking.mlflow_tracker import Terminated
 from macs_exp.tracking.sweep import record_skipped
 from macs_exp.tracking.tags import GROUP_SEEDS_TAG, GROUP_TAG
@@ -55,7 +54,16 @@ def run_seeds(
     after the others finished if any seed failed."""
     config = to_config(cfg)  # bad values (trainer.parallel_seeds=0, repeated seeds) fail here, by name
     seeds = seed_list(cfg)
-    todo = seeds if config.tracking.ledger is None else _unrecorded(cfg, seeds, config.tracking, tags or {})
+    todo = seeds
+    if config.tracking.ledger is not None:
+        todo, done = recorded_seeds(cfg, config.tracking.ledger)
+        if done:
+            log.info(
+                "seed(s) %s: already in the ledger %s, skipped",
+                ",".join(map(str, done)),
+                config.tracking.ledger,
+            )
+            record_skipped(config.tracking, tags or {}, done)
     if not todo:
         return []
     if cfg.seeds is None and seeds == [int(cfg.seed)]:
@@ -79,18 +87,15 @@ def run_seeds(
     return [r for r in outcome if isinstance(r, TrainResult)]
 
 
-def _unrecorded(
-    cfg: DictConfig, seeds: list[int], tracking: TrackingConfig, tags: Mapping[str, str]
-) -> list[int]:
-    """The seeds whose single-run config the ledger does not hold yet (``tracking.ledger``);
-    the others are skipped, and a sweep's summary lists them as such."""
-    assert tracking.ledger is not None
-    recorded = ledger.recorded(tracking.ledger)
-    done = [seed for seed in seeds if ledger.config_hash(seed_config(cfg, seed)) in recorded]
-    if done:
-        log.info("seed(s) %s: already in the ledger %s, skipped", ",".join(map(str, done)), tracking.ledger)
-        record_skipped(tracking, tags, done)
-    return [seed for seed in seeds if seed not in done]
+def recorded_seeds(
+    cfg: DictConfig, book: str, recorded: set[str] | None = None
+) -> tuple[list[int], list[int]]:
+    """The seeds ``cfg`` trains split into those the ledger ``book`` lacks and those whose
+    single-run config it holds (skipped: a sweep's summary lists them as such)."""
+    known = ledger.recorded(book) if recorded is None else recorded
+    seeds = seed_list(cfg)
+    done = [seed for seed in seeds if ledger.config_hash(seed_config(cfg, seed)) in known]
+    return [seed for seed in seeds if seed not in done], done
 
 
 def key_value(results: list[TrainResult]) -> float | None:
