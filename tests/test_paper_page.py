@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from macs_exp.reports import paper
 from macs_exp.tracking import ledger
 
@@ -163,3 +166,37 @@ def test_the_paper_yaml_holds_table_one() -> None:
     assert all(len(rows) == 20 for rows in datasets.values())
     assert datasets["ml100k"]["DDPG"]["precision"] == [0.4182, 0.0053]
     assert numbers["claims"]["fig5"]["best_hidden"] == 128
+
+
+def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
+    """``make -n paper-runs``: every piece, each sweep with 5 packed seeds and the ledger, the
+    Table I pieces of a dataset that is there and a skip line for one that is not."""
+    (tmp_path / "ml-100k").mkdir()
+    done = subprocess.run(
+        ["make", "-n", "paper-runs", f"DATA_ROOT={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    pieces = [line for line in lines if "scripts/paper.py piece" in line]
+    # Fig. 4 per algo, Figs. 5 and 6, the ground truth, then 3 datasets x 2 protocols x 6 parts.
+    assert len(pieces) == 3 + 3 + 3 * 2 * 6
+    sweeps = [part for line in pieces for part in line.split(";") if "-m macs_exp -m" in part]
+    assert sweeps and all(
+        "trainer.parallel_seeds=5 tracking.ledger=docs/results/runs.csv" in s for s in sweeps
+    )
+    text = done.stdout
+    for expected in (
+        "+experiment=fig4 algo=sac mode=joint macs.replay=eq9",
+        "cost_budget.py --ledger docs/results/runs.csv --experiment fig4 --algo td3",
+        "+experiment=fig5_hidden",
+        "+experiment=fig6_threshold",
+        "ground_truth.py --env session --ledger docs/results/runs.csv",
+        f"env=ml100k env.data_dir={tmp_path}/ml-100k env.candidates=rated algo=pgpr mode=joint,ctrl",
+        "--experiment table1 --algo $algo --env ml100k --protocol catalog --data-dir ml-100k",
+        f"skipping: {tmp_path}/ml-1m not found",
+    ):
+        assert expected in text, expected
