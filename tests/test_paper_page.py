@@ -107,6 +107,8 @@ def test_every_claim_has_its_verdict(page: tuple[Path, paper.Page]) -> None:
         assert _verdict(text, claim) == verdict, claim
     assert written.summary() == "verdicts: 4 holds, 4 does not hold, 2 not testable"
     assert "not run yet" in text
+    # -J ties its baseline in this ledger: measured, not significant, and not leaning either way for sure.
+    assert "do not show it at p < 0.05;" in text
 
 
 def test_the_page_shows_tables_figures_and_the_study_so_far(page: tuple[Path, paper.Page]) -> None:

@@ -52,6 +52,8 @@ class Verdict:
     claim: str
     verdict: str
     why: str
+    # Whether the means differ the way the claim says, significant or not (None: unmeasured).
+    agrees: bool | None = None
 
 
 @dataclass
@@ -106,7 +108,8 @@ def beats(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> Verdict:
     p = float(ttest_ind(a, b, equal_var=False).pvalue)
     change = (a.mean() - b.mean()) / abs(b.mean()) * 100 if b.mean() else math.nan
     why = f"{stats_text(a)} vs {stats_text(b)}, {change:+.1f}%, p = {p:.3g}"
-    return Verdict(claim, HOLDS if a.mean() > b.mean() and p < ALPHA else FAILS, why)
+    agrees = bool(a.mean() > b.mean())
+    return Verdict(claim, HOLDS if agrees and p < ALPHA else FAILS, why, agrees)
 
 
 def combine(claim: str, parts: Sequence[Verdict], missing: str) -> Verdict:
@@ -115,7 +118,9 @@ def combine(claim: str, parts: Sequence[Verdict], missing: str) -> Verdict:
     measured = [p for p in parts if p.verdict != UNTESTABLE]
     failed = [p for p in measured if p.verdict == FAILS]
     if failed:
-        return Verdict(claim, FAILS, f"{len(failed)} of {len(measured)} measured comparisons do not show it")
+        leaning = sum(bool(p.agrees) for p in failed)
+        why = f"{len(failed)} of {len(measured)} measured comparisons do not show it at p < {ALPHA}"
+        return Verdict(claim, FAILS, why + f"; {leaning} of those {len(failed)} lean its way")
     if parts and len(measured) == len(parts):
         return Verdict(
             claim, HOLDS, "it shows" if len(parts) == 1 else f"all {len(parts)} comparisons show it"
