@@ -32,7 +32,7 @@ from scipy.stats import ttest_ind
 
 from macs_exp.reports.curves import CurvesError, first_width, write_figures
 from macs_exp.reports.runs import ledger_runs, row_label
-from macs_exp.reports.table1 import build_table, to_markdown
+from macs_exp.reports.table1 import RATING_METRICS, build_table, to_markdown
 from macs_exp.tracking import ledger
 
 LEDGER = "docs/results/runs.csv"
@@ -369,27 +369,27 @@ def table1_section(context: Context) -> tuple[list[str], list[Verdict]]:
 
 
 def _paper_beside(table: pd.DataFrame, paper: dict[str, Any]) -> list[str]:
-    """Precision per row: the paper's, then ours in each protocol's column of that dataset."""
+    """Per dataset and Table I metric, each row's value in the paper, then ours in each
+    protocol's column of that dataset."""
     lines = []
-    ours = table[table["metric"] == TABLE1_METRIC]
-    for env in dict.fromkeys(ours["env"]):
-        columns = list(dict.fromkeys(ours.loc[ours["env"] == env, "column"]))
+    for env in dict.fromkeys(table["env"]):
         rows = paper.get(env, {})
-        lines += [
-            f"#### Precision beside the paper's: {env}",
-            "",
-            "| Method | paper | " + " | ".join(f"ours, {c}" for c in columns) + " |",
-            "|---|---|" + "---|" * len(columns),
-        ]
-        for label in dict.fromkeys(ours.loc[ours["env"] == env, "row"]):
-            printed = rows.get(label, {}).get("precision")
-            theirs = f"{printed[0]} ± {printed[1]}" if printed and None not in printed else "–"
-            mine = []
-            for column in columns:
-                cell = ours[(ours["row"] == label) & (ours["column"] == column)]
-                mine.append(stats_text(np.asarray(cell["values"].iloc[0], dtype=float)) if len(cell) else "–")
-            lines.append(f"| {label} | {theirs} | " + " | ".join(mine) + " |")
-        lines.append("")
+        for metric in RATING_METRICS:
+            ours = table[(table["env"] == env) & (table["metric"] == metric.key)]
+            columns = list(dict.fromkeys(ours["column"]))
+            lines += [
+                f"#### {metric.label} beside the paper's: {env}",
+                "",
+                "| Method | paper | " + " | ".join(f"ours, {c}" for c in columns) + " |",
+                "|---|---|" + "---|" * len(columns),
+            ]
+            for label in dict.fromkeys(ours["row"]):
+                printed = rows.get(label, {}).get(metric.label.lower())
+                theirs = f"{printed[0]} ± {printed[1]}" if printed and None not in printed else "–"
+                cells = [ours[(ours["row"] == label) & (ours["column"] == c)]["values"] for c in columns]
+                mine = [stats_text(np.asarray(v.iloc[0], dtype=float)) if len(v) else "–" for v in cells]
+                lines.append(f"| {label} | {theirs} | " + " | ".join(mine) + " |")
+            lines.append("")
     return lines
 
 
