@@ -82,7 +82,7 @@ def test_rows_round_trip_and_append_under_one_header(tmp_path: Path) -> None:
     # Seven significant digits are kept, the rest is noise a diff would show.
     assert back[0].metrics == {"eval/ctr": 0.1234568, "perf/env_steps": 91500.0}
     assert back[0].curves == {"eval/ctr": [(0, 0.1), (2500, 0.2)]}
-    assert ledger.recorded(path) == {"h0", "h1"}
+    assert set(ledger.recorded(path)) == {"h0", "h1"}
     frame = ledger_runs(path, "fig4")
     assert list(frame["run_id"]) == ["h0", "h1"]
     assert frame.loc[0, "metric:eval/ctr"] == pytest.approx(0.1234568)
@@ -126,6 +126,23 @@ def test_a_finished_run_adds_its_row_and_is_then_skipped(tmp_path: Path) -> None
     assert run_seeds(cfg, tmp_path / "b") == []
     assert not (tmp_path / "b").exists()
     assert len(ledger.read(book)) == 1
+
+
+def test_a_run_another_experiment_recorded_counts_for_both(tmp_path: Path) -> None:
+    """Two presets asking for one config (Fig. 5's hidden 128 is Fig. 4's DDPG-E) share its run:
+    the second gets a copy of the row, marked same_as the first, and nothing is trained."""
+    book = tmp_path / "runs.csv"
+    run_seeds(
+        compose_config([*QUICK, f"tracking.ledger={book}", "tracking.experiment=fig5_hidden"]), tmp_path / "a"
+    )
+    again = compose_config([*QUICK, f"tracking.ledger={book}", "tracking.experiment=fig4"])
+    assert run_seeds(again, tmp_path / "b") == []
+    assert run_seeds(again, tmp_path / "c") == []
+    first, second = ledger.read(book)
+    assert (first.experiment, first.same_as) == ("fig5_hidden", "")
+    assert (second.experiment, second.same_as) == ("fig4", "fig5_hidden")
+    assert second.metrics == first.metrics and second.run_id == first.run_id
+    assert list(ledger_runs(book, "fig4")["same_as"]) == ["fig5_hidden"]
 
 
 def test_a_group_runs_only_the_seeds_the_ledger_lacks(tmp_path: Path) -> None:

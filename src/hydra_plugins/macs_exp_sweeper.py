@@ -59,11 +59,13 @@ class SeedPackingSweeper(BasicSweeper):
         from macs_exp.tracking.sweep import launching_sweep, record_skipped
         from macs_exp.trainer.parallel import recorded_seeds
 
-        known: dict[str, set[str]] = {}
+        known: dict[str, dict[str, list[ledger.Entry]]] = {}
         outcome = []
         for config in configs:
             book = str(config.tracking.ledger)
-            todo, done = recorded_seeds(config, book, known.setdefault(book, ledger.recorded(book)))
+            if book not in known:
+                known[book] = ledger.recorded(book)
+            todo, done = recorded_seeds(config, book, known[book])
             if todo:
                 return super().sweep(arguments)
             outcome.append(done)

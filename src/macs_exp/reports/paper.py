@@ -218,6 +218,14 @@ def _status(context: Context, pieces_path: Path) -> list[str]:
     for env, protocol in columns:
         n = int(((table1["env"] == env) & (table1.get("param:env.candidates") == protocol)).sum())
         lines.append(f"| table1 {env} ({protocol}) | {n} | {TABLE1_RUNS_PER_COLUMN} |")
+    shared = int((context.runs["same_as"] != "").sum()) if "same_as" in context.runs else 0
+    if shared:
+        lines += [
+            "",
+            f"{shared} rows reuse the run of another preset that asked for the same config (the "
+            "ledger's `same_as` column: Fig. 5's hidden size 128 is Fig. 4's DDPG-E, Fig. 6's ε1 = 4 "
+            "its DDPG-J); they were trained once.",
+        ]
     lines += ["", "Wall time of each piece (`make paper-<piece>`, 2 jobs on 2 cores):", ""]
     pieces = _read_pieces(pieces_path)
     if not pieces:

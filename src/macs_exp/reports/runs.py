@@ -131,6 +131,7 @@ def ledger_runs(path: str | Path, experiment: str | None = None) -> pd.DataFrame
             "config_hash": entry.config_hash,
             "commit": entry.commit,
             "wall_time_s": entry.wall_time_s,
+            "same_as": entry.same_as,
         }
         row.update({f"metric:{k}": v for k, v in entry.metrics.items()})
         row.update({f"param:{k}": v for k, v in entry.params.items()})

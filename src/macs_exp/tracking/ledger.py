@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -49,6 +50,7 @@ COLUMNS = (
     "params",
     "metrics",
     "curves",
+    "same_as",
 )
 # Keys that do not change what a run measures (module doc); a key names a subtree too.
 UNHASHED = (
@@ -144,6 +146,9 @@ class Entry:
     metrics: dict[str, float]
     # metric -> [(step, value), ...]
     curves: dict[str, list[tuple[int, float]]]
+    # Set on a row that reuses another experiment's run of the same config (``adopt``): that
+    # experiment's name. Empty on a run's own row.
+    same_as: str = ""
 
     def row(self) -> dict[str, str]:
         return {
@@ -160,6 +165,7 @@ class Entry:
             "run_id": self.run_id,
             "params": json.dumps(self.params, sort_keys=True),
             "metrics": json.dumps({k: _short(v) for k, v in sorted(self.metrics.items())}),
+            "same_as": self.same_as,
             "curves": json.dumps(
                 {k: [[s, _short(v)] for s, v in points] for k, points in sorted(self.curves.items())}
             ),
@@ -182,6 +188,7 @@ class Entry:
             params={str(k): str(v) for k, v in json.loads(row["params"]).items()},
             metrics={str(k): float(v) for k, v in json.loads(row["metrics"]).items()},
             curves=_curves(json.loads(row["curves"])),
+            same_as=row["same_as"],
         )
 
 
@@ -291,9 +298,28 @@ def read(path: str | Path) -> list[Entry]:
     return entries
 
 
-def recorded(path: str | Path) -> set[str]:
-    """The config hashes the ledger at ``path`` holds."""
-    return {e.config_hash for e in read(path)}
+def recorded(path: str | Path) -> dict[str, list[Entry]]:
+    """The ledger at ``path`` by config hash."""
+    rows: dict[str, list[Entry]] = {}
+    for entry in read(path):
+        rows.setdefault(entry.config_hash, []).append(entry)
+    return rows
+
+
+def adopt(path: str | Path, cfg: DictConfig, rows: dict[str, list[Entry]]) -> None:
+    """Makes a recorded run of ``cfg`` count for ``cfg``'s experiment too. Two presets may ask
+    for the same config (Fig. 5's hidden size 128 is Fig. 4's DDPG-E): the run is not repeated,
+    and the experiment that asked again gets a copy of its row, marked ``same_as`` the
+    experiment that ran it, so that each preset's page section finds every row it needs."""
+    key, experiment = config_hash(cfg), str(cfg.tracking.experiment)
+    found = rows.get(key, [])
+    if not found or any(e.experiment == experiment for e in found):
+        return
+    copy = dataclasses.replace(
+        found[0], experiment=experiment, same_as=found[0].same_as or found[0].experiment
+    )
+    append(path, copy)
+    found.append(copy)
 
 
 def _curves(raw: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:

@@ -88,14 +88,21 @@ def run_seeds(
 
 
 def recorded_seeds(
-    cfg: DictConfig, book: str, recorded: set[str] | None = None
+    cfg: DictConfig, book: str, rows: dict[str, list[ledger.Entry]] | None = None
 ) -> tuple[list[int], list[int]]:
     """The seeds ``cfg`` trains split into those the ledger ``book`` lacks and those whose
-    single-run config it holds (skipped: a sweep's summary lists them as such)."""
-    known = ledger.recorded(book) if recorded is None else recorded
-    seeds = seed_list(cfg)
-    done = [seed for seed in seeds if ledger.config_hash(seed_config(cfg, seed)) in known]
-    return [seed for seed in seeds if seed not in done], done
+    single-run config it holds (skipped: a sweep's summary lists them as such). A run another
+    experiment recorded counts for this one too, and gets its row here (``ledger.adopt``)."""
+    known = ledger.recorded(book) if rows is None else rows
+    todo, done = [], []
+    for seed in seed_list(cfg):
+        one = seed_config(cfg, seed)
+        if ledger.config_hash(one) in known:
+            ledger.adopt(book, one, known)
+            done.append(seed)
+        else:
+            todo.append(seed)
+    return todo, done
 
 
 def key_value(results: list[TrainResult]) -> float | None:
