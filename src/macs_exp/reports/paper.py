@@ -120,7 +120,9 @@ def combine(claim: str, parts: Sequence[Verdict], missing: str) -> Verdict:
     if failed:
         leaning = sum(bool(p.agrees) for p in failed)
         why = f"{len(failed)} of {len(measured)} measured comparisons do not show it at p < {ALPHA}"
-        return Verdict(claim, FAILS, why + f"; {leaning} of those {len(failed)} lean its way")
+        why += f"; {leaning} of those {len(failed)} lean its way"
+        unmeasured = len(parts) - len(measured)
+        return Verdict(claim, FAILS, why + (f"; {unmeasured} not measured yet" if unmeasured else ""))
     if parts and len(measured) == len(parts):
         return Verdict(
             claim, HOLDS, "it shows" if len(parts) == 1 else f"all {len(parts)} comparisons show it"
