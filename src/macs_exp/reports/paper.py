@@ -44,7 +44,6 @@ HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
 EXPECTED_RUNS = {"fig4": 105, "fig5_hidden": 15, "fig6_threshold": 20, "ground_truth": 30}
 # Table I per dataset and protocol: 5 algos x 4 modes, 2 reference policies, 5 cost-matched baselines.
 TABLE1_RUNS_PER_COLUMN = (20 + 2 + 5) * 5
-SEEDS = 5
 
 
 @dataclass(frozen=True)
@@ -166,8 +165,6 @@ def write_page(ledger_path: Path, pieces_path: Path, out: Path, figures: Path) -
     """Writes ``out`` and its figures under ``figures`` from the ledger; returns what it wrote."""
     entries = ledger.read(ledger_path)
     runs = ledger_runs(ledger_path)
-    if len(runs) and "experiment" not in runs:
-        runs = runs.assign(experiment="")
     context = Context(runs, entries, out, figures, paper_numbers())
     page = Page()
     body: list[str] = []
