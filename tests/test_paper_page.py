@@ -208,3 +208,10 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
         f"skipping: {tmp_path}/ml-1m not found",
     ):
         assert expected in text, expected
+
+
+def test_an_empty_ledger_gives_a_page_of_untested_claims(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    written = paper.write_page(tmp_path / "none.csv", tmp_path / "none.csv", out, tmp_path / "figures")
+    assert written.summary() == "verdicts: 0 holds, 0 does not hold, 10 not testable"
+    assert out.read_text().count("Not run yet: `make paper-") == 5
