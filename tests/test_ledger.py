@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,27 @@ def test_the_ground_truth_study_records_and_then_reads_its_seeds(tmp_path: Path)
     assert table and table == [line for line in again.stdout.splitlines() if line.startswith("| 0 |")]
     with book.open() as handle:
         assert next(csv.reader(handle)) == list(ledger.COLUMNS)
+
+
+def test_a_commit_is_dirty_only_when_code_or_config_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ledger, the piece times and the page are tracked and rewritten by `make paper` itself:
+    # appending a row must not mark the next run's commit dirty.
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("src/macs_exp/x.py", "conf/c.yaml", "docs/results/runs.csv", "docs/results.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path / "docs")
+    head = ledger.git_commit()
+    assert len(head) == 40
+    (tmp_path / "docs/results/runs.csv").write_text("a\nb\n")
+    (tmp_path / "docs/results.md").write_text("b\n")
+    assert ledger.git_commit() == head
+    (tmp_path / "conf/c.yaml").write_text("b\n")
+    assert ledger.git_commit() == head + "-dirty"

@@ -236,12 +236,20 @@ def entry(
     )
 
 
+# What a result can depend on. Only these make a run's commit ``-dirty``: the ledger itself, the
+# piece times and the generated page are tracked files that `make paper` rewrites as it goes.
+CODE_PATHS = ("src", "conf", "scripts", "Makefile", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """HEAD of the repository the run was launched in, ``-dirty`` when tracked files differ from
-    it (the run's code is then not that commit's); ``unknown`` outside a repository."""
+    """HEAD of the repository the run was launched in, ``-dirty`` when tracked code or config
+    (:data:`CODE_PATHS`) differs from it, so the run's code is not that commit's; ``unknown``
+    outside a repository."""
     try:
         head = _git("rev-parse", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = _git(
+            "status", "--porcelain", "--untracked-files=no", "--", *(f":(top){p}" for p in CODE_PATHS)
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
