@@ -177,18 +177,8 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
     """``make -n paper-runs``: every piece, each sweep with 5 packed seeds and the ledger, the
     Table I pieces of a dataset that is there and a skip line for one that is not."""
     (tmp_path / "ml-100k").mkdir()
-    # Not the flags of a make this test may run under (make test).
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    done = subprocess.run(
-        ["make", "-n", "paper-runs", f"DATA_ROOT={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    text = _make_n("paper-runs", tmp_path)
+    lines = text.splitlines()
     pieces = [line for line in lines if "scripts/paper.py piece" in line]
     # Fig. 4 per algo, Figs. 5 and 6, the ground truth, then 3 datasets x 2 protocols x 6 parts.
     assert len(pieces) == 3 + 3 + 3 * 2 * 6
@@ -196,7 +186,6 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
     assert sweeps and all(
         "trainer.parallel_seeds=5 tracking.ledger=docs/results/runs.csv" in s for s in sweeps
     )
-    text = done.stdout
     for expected in (
         "+experiment=fig4 algo=sac mode=joint macs.replay=eq9",
         "cost_budget.py --ledger docs/results/runs.csv --experiment fig4 --algo td3",
@@ -208,6 +197,38 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
         f"skipping: {tmp_path}/ml-1m not found",
     ):
         assert expected in text, expected
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_table1_reads_the_table_where_the_original_ratings_are_missing(
+    tmp_path: Path, original: bool
+) -> None:
+    """As in ../shared/data: without user_book.dat, Douban-Book's rows read the MetaHIN table (and
+    PGPR its graph by the douban_book schema); with it, the original format."""
+    (tmp_path / "douban-book").mkdir()
+    if original:
+        (tmp_path / "douban-book" / "user_book.dat").write_text("")
+    text = _make_n("paper-table1-douban_book-rated-ref", tmp_path)
+    sweeps = [part for part in text.split(";") if "-m macs_exp -m" in part]
+    assert len(sweeps) == 2
+    table = "env.candidates=rated env.format=table kg.schema=douban_book algo="
+    assert all((table in s) != original for s in sweeps), text
+
+
+def _make_n(target: str, data_root: Path) -> str:
+    """What ``make -n <target>`` would run, with the datasets under ``data_root``."""
+    # Not the flags of a make this test may run under (make test).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(
+        ["make", "-n", target, f"DATA_ROOT={data_root}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_an_empty_ledger_gives_a_page_of_untested_claims(tmp_path: Path) -> None:
