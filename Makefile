@@ -72,11 +72,12 @@ smoke: setup
 table1: setup
 	@status=0; for ds in $(TABLE1_DATASETS); do \
 	  case $$ds in ml100k) dir=ml-100k;; ml1m) dir=ml-1m;; douban_book) dir=douban-book;; *) dir=$$ds;; esac; \
+	  case $$ds in ml1m) data="$(t1_data_ml1m)";; douban_book) data="$(t1_data_douban_book)";; *) data=;; esac; \
 	  if [ ! -d "$(DATA_ROOT)/$$dir" ]; then \
 	    echo "table1: skipping $$ds: $(DATA_ROOT)/$$dir not found (python scripts/download_data.py $$ds --dest $(DATA_ROOT)/$$dir)"; \
 	    continue; fi; \
 	  for p in $(PROTOCOLS); do \
-	    run="+experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir env.candidates=$$p"; \
+	    run="+experiment=table1 env=$$ds env.data_dir=$(DATA_ROOT)/$$dir env.candidates=$$p $$data"; \
 	    $(SWEEP) $$run $(ARGS) || status=1; \
 	    $(SWEEP) $$run algo=random,popular mode=baseline $(ARGS) || status=1; \
 	    cost=$$($(BIN)/python scripts/cost_budget.py --experiment table1 --env $$ds --protocol $$p --data-dir $(DATA_ROOT)/$$dir) && \
