@@ -118,7 +118,8 @@ fig6: setup
 # ledger alone.
 LEDGER ?= docs/results/runs.csv
 PIECES ?= docs/results/pieces.csv
-PAPER_SWEEP = $(SWEEP) trainer.parallel_seeds=5 tracking.ledger=$(LEDGER)
+paper_sweep = $(SWEEP) trainer.parallel_seeds=$(1) tracking.ledger=$(LEDGER)
+PAPER_SWEEP = $(call paper_sweep,5)
 COST = $(BIN)/python scripts/cost_budget.py --ledger $(LEDGER)
 # Times a piece's recipe and records it: $(call piece,<name>,<commands>).
 piece = @start=$$(date +%s); status=0; $(2) \
@@ -128,7 +129,7 @@ FIG4_ALGOS := ddpg sac td3
 # BookCrossing joins once its full data is under DATA_ROOT (../shared/data holds format samples only).
 PAPER_DATASETS ?= ml100k ml1m douban_book
 # Table I's parts, each one piece per dataset and protocol (the algos x modes of its sweep).
-T1_PARTS := ac ctrl tpgr pgpr1 pgpr2 ref
+T1_PARTS := ac ctrl tpgr pgpr1 pgpr2 ref ref-pgpr
 T1_ac := algo=ddpg,sac,td3 mode=baseline,expert,joint
 T1_ctrl := algo=ddpg,sac,td3 mode=ctrl
 T1_tpgr := algo=tpgr
@@ -167,13 +168,14 @@ paper-ground-truth: setup
 	$(BIN)/python scripts/ground_truth.py --env session --ledger $(LEDGER) || status=1;)
 
 # Table I: paper-table1-<dataset>-<protocol>-<part> for each dataset found under DATA_ROOT, each
-# protocol of PROTOCOLS and each part of T1_PARTS; the last part, ref, runs the reference policies
-# and each algo's baseline at the mean env steps of its MACS runs there.
+# protocol of PROTOCOLS and each part of T1_PARTS; the last parts, ref and ref-pgpr, run the
+# reference policies and each algo's baseline at the mean env steps of its MACS runs there.
 define table1_piece
 paper-table1-$(1)-$(2)-$(3): setup
-	$$(call piece,table1-$(1)-$(2)-$(3),$$(if $$(wildcard $$(DATA_ROOT)/$(4)),$$(call t1_$(if $(filter ref,$(3)),ref,run),$(1),$(2),$(3),$(4)),echo "skipping: $$(DATA_ROOT)/$(4) not found (python scripts/download_data.py $(1) --dest $$(DATA_ROOT)/$(4))";))
+	$$(call piece,table1-$(1)-$(2)-$(3),$$(if $$(wildcard $$(DATA_ROOT)/$(4)),$$(call t1_$(if $(filter ref%,$(3)),$(3),run),$(1),$(2),$(3),$(4)),echo "skipping: $$(DATA_ROOT)/$(4) not found (python scripts/download_data.py $(1) --dest $$(DATA_ROOT)/$(4))";))
 endef
-t1_args = $(strip +experiment=table1 env=$(1) env.data_dir=$(DATA_ROOT)/$(4) env.candidates=$(2) $(t1_data_$(1)))
+t1_args = $(strip +experiment=table1 env=$(1) env.data_dir=$(DATA_ROOT)/$(4) env.candidates=$(2) \
+	$(t1_data_$(1)) $(t1_eval_$(1)))
 # Where the original ratings file is missing (as in ../shared/data, DATASETS.md), every row of the
 # dataset reads the table that is there instead: ML-1M's rebuilt table by MovieID, so that PGPR's
 # knowledge graph matches movies.dat (its 35 ratings of uncertain movies dropped), and Douban-Book's
@@ -184,10 +186,25 @@ t1_data_douban_book = $(if $(wildcard $(DATA_ROOT)/douban-book/user_book.dat*),,
 	kg.schema=douban_book)
 t1_run = $(PAPER_SWEEP) $(t1_args) $(T1_$(3)) $(ARGS) || status=1;
 t1_ref = $(PAPER_SWEEP) $(t1_args) algo=random,popular mode=baseline $(ARGS) || status=1; \
-	for algo in $(T1_ALGOS); do \
+	$(call t1_matched,$(1),$(2),$(3),$(4),$(filter-out pgpr,$(T1_ALGOS)),5)
+# PGPR's seeds share no batched update (docs/seed_parallel.md), so its cost-matched baseline, a
+# piece of its own, runs as two jobs of 3 and 2 seeds to keep both cores busy.
+t1_ref-pgpr = $(call t1_matched,$(1),$(2),$(3),$(4),pgpr,3)
+# $(call t1_matched,<ds>,<protocol>,<part>,<dir>,<algos>,<seeds per job>): each algo's baseline
+# at the mean env steps of its MACS runs, each evaluated once, after training, on every dataset:
+# only that final number enters Table I, and PGPR's 3x longer runs would otherwise evaluate 37 times.
+t1_matched = for algo in $(5); do \
 	  cost=$$($(COST) --experiment table1 --algo $$algo --env $(1) --protocol $(2) --data-dir $(4)) && \
-	  $(PAPER_SWEEP) $(t1_args) algo=$$algo mode=baseline trainer.budget=env_steps trainer.total_steps=$$cost $(ARGS) || status=1; \
+	  $(call paper_sweep,$(6)) $(t1_args) algo=$$algo mode=baseline trainer.budget=env_steps \
+	    trainer.total_steps=$$cost $(if $(t1_eval_$(1)),,$(t1_once)) $(ARGS) || status=1; \
 	done;
+# On the two large datasets every row evaluates once, after training, where ML-100k's evaluate every
+# 2,500 user-steps: Table I reports the final evaluation, which is the same either way (evaluating
+# never changes training), and one PGPR evaluation of every test user there takes 7 (ML-1M) and 13
+# min (Douban-Book). The -E expert is still picked by evaluations every 2,500 user-steps, as on ML-100k.
+t1_once = 'trainer.eval_every=$${trainer.total_steps}' trainer.eval_at_start=false
+t1_eval_ml1m = $(t1_once) expert.eval_every=2500
+t1_eval_douban_book = $(t1_once) expert.eval_every=2500
 dataset_dir = $(or $(filter-out ml100k ml1m douban_book,$(1)),$(if $(filter ml100k,$(1)),ml-100k,$(if $(filter ml1m,$(1)),ml-1m,douban-book)))
 $(foreach ds,$(PAPER_DATASETS),$(foreach p,$(PROTOCOLS),$(foreach part,$(T1_PARTS),\
 	$(eval $(call table1_piece,$(ds),$(p),$(part),$(call dataset_dir,$(ds)))))))

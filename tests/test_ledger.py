@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_script
+from conftest import REPO, TINY, run_script
 from macs_exp.app import compose_config
 from macs_exp.reports.runs import ledger_runs
 from macs_exp.schema import ConfigError
@@ -42,6 +42,32 @@ def test_the_hash_changes_with_what_a_run_measures() -> None:
     base = _hash("algo=sac")
     for other in ("seed=1", "algo=td3", "algo.learning_rate=0.01", "trainer.total_steps=100", "mode=expert"):
         assert _hash("algo=sac", other) != base, other
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+experiment=fig4", "algo=ddpg", "mode=baseline", "seed=0"],
+        ["+experiment=table1", "env.data_dir=data/ml-100k", "env.candidates=rated", "algo=sac", "mode=joint"],
+        ["+experiment=table1", "env.data_dir=data/ml-100k", "algo=tpgr", "mode=expert", "seed=3"],
+    ],
+)
+def test_the_committed_ledger_still_finds_its_runs(overrides: list[str]) -> None:
+    """Runs docs/results/runs.csv holds are found again by their config: an option added later
+    (``ledger.LATER_KEYS``) or a default changed without meaning to would orphan the study."""
+    with (REPO / "docs/results/runs.csv").open() as f:
+        recorded = {row["config_hash"] for row in csv.DictReader(f)}
+    assert _hash(*overrides) in recorded
+
+
+def test_an_option_added_later_counts_only_when_set_otherwise() -> None:
+    base = _hash("mode=expert")
+    assert _hash("mode=expert", "trainer.eval_at_start=true", "expert.eval_every=null") == base
+    changed = {
+        _hash("mode=expert", "trainer.eval_at_start=false"),
+        _hash("mode=expert", "expert.eval_every=2500"),
+    }
+    assert len(changed) == 2 and base not in changed
 
 
 def test_the_hash_names_a_dataset_by_its_folder_not_its_path() -> None:

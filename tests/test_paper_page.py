@@ -180,12 +180,17 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
     text = _make_n("paper-runs", tmp_path)
     lines = text.splitlines()
     pieces = [line for line in lines if "scripts/paper.py piece" in line]
-    # Fig. 4 per algo, Figs. 5 and 6, the ground truth, then 3 datasets x 2 protocols x 6 parts.
-    assert len(pieces) == 3 + 3 + 3 * 2 * 6
-    sweeps = [part for line in pieces for part in line.split(";") if "-m macs_exp -m" in part]
-    assert sweeps and all(
-        "trainer.parallel_seeds=5 tracking.ledger=docs/results/runs.csv" in s for s in sweeps
-    )
+    # Fig. 4 per algo, Figs. 5 and 6, the ground truth, then 3 datasets x 2 protocols x 7 parts.
+    assert len(pieces) == 3 + 3 + 3 * 2 * 7
+    # 5 seeds per job, but PGPR's cost-matched baseline (no batched update) in jobs of 3 and 2.
+    packs = [
+        (part, 3 if "-ref-pgpr --seconds" in line else 5)
+        for line in pieces
+        for part in line.split(";")
+        if "-m macs_exp -m" in part
+    ]
+    assert sum(k == 3 for _, k in packs) == 2  # ML-100k's two protocols
+    assert all(f"trainer.parallel_seeds={k} tracking.ledger=docs/results/runs.csv" in s for s, k in packs)
     for expected in (
         "+experiment=fig4 algo=sac mode=joint macs.replay=eq9",
         "cost_budget.py --ledger docs/results/runs.csv --experiment fig4 --algo td3",
@@ -211,8 +216,24 @@ def test_table1_reads_the_table_where_the_original_ratings_are_missing(
     text = _make_n("paper-table1-douban_book-rated-ref", tmp_path)
     sweeps = [part for part in text.split(";") if "-m macs_exp -m" in part]
     assert len(sweeps) == 2
-    table = "env.candidates=rated env.format=table kg.schema=douban_book algo="
+    table = "env.candidates=rated env.format=table kg.schema=douban_book "
     assert all((table in s) != original for s in sweeps), text
+
+
+def test_the_large_datasets_and_the_cost_matched_rows_evaluate_once(tmp_path: Path) -> None:
+    """On ML-1M every row evaluates once, after training, its expert still every 2,500 user-steps;
+    on ML-100k only the cost-matched baselines do (the rows Table I reads by their final number)."""
+    for folder in ("ml-1m", "ml-100k"):
+        (tmp_path / folder).mkdir()
+    once = "'trainer.eval_every=${trainer.total_steps}' trainer.eval_at_start=false"
+    for target in ("paper-table1-ml1m-catalog-pgpr1", "paper-table1-ml1m-rated-ref"):
+        sweeps = [p for p in _make_n(target, tmp_path).split(";") if "-m macs_exp -m" in p]
+        assert sweeps and all(f"{once} expert.eval_every=2500" in s for s in sweeps), target
+    assert once not in _make_n("paper-table1-ml100k-rated-ac", tmp_path)
+    text = _make_n("paper-table1-ml100k-rated-ref", tmp_path)
+    ref = [p for p in text.split(";") if "-m macs_exp -m" in p]
+    assert [once in s for s in ref] == [False, True]
+    assert "algo=$algo" in ref[1] and "for algo in ddpg sac td3 tpgr;" in text
 
 
 def _make_n(target: str, data_root: Path) -> str:

@@ -379,6 +379,25 @@ def test_a_run_is_reproducible_from_its_seed(data_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_evaluating_once_after_training_gives_the_same_table1_numbers(data_dir: Path, tmp_path: Path) -> None:
+    """Table I on ML-1M and Douban-Book evaluates every run once, after training (PGPR's beam
+    search over every test user costs minutes there): its numbers are the last evaluation of a
+    run that evaluates every 150 user-steps from step 0, -J's counterfactual queries included."""
+    often, _ = _run(data_dir, tmp_path / "a", "mode=joint", "tracking.enabled=false")
+    once, _ = _run(
+        data_dir,
+        tmp_path / "b",
+        "mode=joint",
+        "tracking.enabled=false",
+        "trainer.eval_every=${trainer.total_steps}",
+        "trainer.eval_at_start=false",
+    )
+    table = [k for k in often.history if k.startswith("test/")]  # type: ignore[attr-defined]
+    assert len(often.history[table[0]]) == 3  # type: ignore[attr-defined]
+    assert all(once.history[k] == often.history[k][-1:] for k in table)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "candidates"),
     [

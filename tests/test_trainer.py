@@ -13,6 +13,7 @@ from macs_exp.app import compose_config
 from macs_exp.envs.config import EnvConfig
 from macs_exp.envs.factory import make_batched_env
 from macs_exp.envs.gym_batched import GymBatchedEnv
+from macs_exp.macs.expert import expert_config, expert_key
 from macs_exp.metrics import EpisodeStats, ctr
 from macs_exp.trainer.run import run_experiment
 from macs_exp.trainer.trainer import evaluate
@@ -143,6 +144,42 @@ def test_the_untrained_policy_can_be_the_best(tiny: list[str], tmp_path: Path, m
     assert result.history["best/step"] == [(0, 0.0)]
     assert torch.load(tmp_path / "best_agent.pt", weights_only=True)["n_updates"] == 0
     assert torch.load(tmp_path / "agent.pt", weights_only=True)["n_updates"] > 0
+
+
+def test_a_run_can_evaluate_once_after_training(tiny: list[str], tmp_path: Path) -> None:
+    """``trainer.eval_at_start=false`` with ``trainer.eval_every=${trainer.total_steps}``: one
+    evaluation, after training, the same as the last of a run that evaluates from step 0 on
+    (the large datasets' Table I, where one evaluation costs minutes)."""
+
+    def run(name: str, *overrides: str) -> dict[str, list[tuple[int, float]]]:
+        cfg = compose_config(["algo=ddpg", "mode=baseline", "tracking.enabled=false", *tiny, *overrides])
+        return run_experiment(cfg, tmp_path / name).history
+
+    often = run("often", "trainer.eval_every=100")
+    once = run("once", "trainer.eval_every=${trainer.total_steps}", "trainer.eval_at_start=false")
+    assert [s for s, _ in often["eval/ctr"]] == [0, 100, 200, 300, 400]
+    assert once["eval/ctr"] == often["eval/ctr"][-1:]
+    assert once["eval/episode_reward"] == often["eval/episode_reward"][-1:]
+
+
+def test_the_expert_keeps_its_evaluations_when_the_run_evaluates_less() -> None:
+    """The expert is its best evaluation, so ``expert.eval_every`` keeps it (its cache entry) the
+    same for runs that evaluate once; null follows the run's ``trainer.eval_every``."""
+    default = compose_config(["mode=expert"])
+    once = compose_config(
+        [
+            "mode=expert",
+            "trainer.eval_every=${trainer.total_steps}",
+            "trainer.eval_at_start=false",
+            f"expert.eval_every={default.trainer.eval_every}",
+        ]
+    )
+    assert expert_key(once) == expert_key(default)
+    trains = expert_config(once).trainer
+    assert (trains.eval_every, trains.eval_at_start) == (default.trainer.eval_every, True)
+    follows = compose_config(["mode=expert", "trainer.eval_every=300"])
+    assert expert_config(follows).trainer.eval_every == 300
+    assert expert_key(follows) != expert_key(default)
 
 
 def test_evaluating_leaves_training_unchanged(tiny: list[str], tmp_path: Path) -> None:

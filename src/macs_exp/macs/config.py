@@ -78,9 +78,17 @@ class ExpertConfig(Schema):
     # A saved agent to use instead of training or the cache (null: cache, then train).
     checkpoint: str | None = MISSING
     cache_dir: str = MISSING
+    # The expert is its best evaluation (from step 0 on), so how often it is evaluated shapes it:
+    # null evaluates it as often as the run (trainer.eval_every); a number keeps one expert for
+    # runs that evaluate less often themselves.
+    eval_every: int | None = MISSING
 
     def rules(self) -> Rules:
         return {
             "algo": learner_rule(self.algo, OffPolicyConfig),
             "total_steps": (self.total_steps >= 1, "at least 1"),
+            "eval_every": (
+                self.eval_every is None or self.eval_every >= 1,
+                "null (trainer.eval_every) or at least 1",
+            ),
         }

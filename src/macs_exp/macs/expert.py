@@ -61,9 +61,17 @@ def expert_key(cfg: DictConfig) -> str:
         "env": OmegaConf.to_container(cfg.env, resolve=True),
         # How a rating dataset is split and factorised changes the env the expert learns in.
         "split_seed": cfg.data.split_seed,
-        "eval": {k: cfg.trainer[k] for k in ("eval_every", "eval_episodes", "eval_seed")},
+        "eval": {
+            "eval_every": _eval_every(cfg),
+            **{k: cfg.trainer[k] for k in ("eval_episodes", "eval_seed")},
+        },
     }
     return content_key(determining, 16)
+
+
+def _eval_every(cfg: DictConfig) -> int:
+    """User-steps between the expert's evaluations: ``expert.eval_every``, else the run's."""
+    return int(cfg.trainer.eval_every if cfg.expert.eval_every is None else cfg.expert.eval_every)
 
 
 def _algo_key(algo: DictConfig) -> Any:
@@ -84,6 +92,10 @@ def expert_config(cfg: DictConfig) -> DictConfig:
         expert.seed = cfg.expert.seed
         expert.trainer.total_steps = cfg.expert.total_steps
         expert.trainer.budget = "user_steps"
+        # Picked by its best evaluation, the untrained policy's included, whatever the run's own
+        # evaluations are.
+        expert.trainer.eval_every = _eval_every(cfg)
+        expert.trainer.eval_at_start = True
         # An expert killed in training starts again: runs with other settings share its cache
         # entry, so its config is not any one run's to resume with.
         expert.trainer.resume = None

@@ -66,6 +66,10 @@ UNHASHED = (
     "data.cache_dir",
     "expert.cache_dir",
 )
+# Keys added to the config after runs were recorded, each with the value every earlier run had
+# implicitly: at that value a key is left out of the hash, so that adding an option keeps the
+# ledger's rows found; set otherwise, it counts like any key.
+LATER_KEYS: dict[str, Any] = {"trainer.eval_at_start": True, "expert.eval_every": None}
 # Paths of which only the last part names what was read.
 FOLDER_KEYS = ("env.data_dir",)
 # The params reports group and label runs by (macs_exp.reports): kept in each row.
@@ -84,10 +88,14 @@ ENV_STEPS = "perf/env_steps"
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """16 hex digits of the SHA-256 of the resolved config, without the ``UNHASHED`` keys."""
+    """16 hex digits of the SHA-256 of the resolved config, without the ``UNHASHED`` keys and
+    the ``LATER_KEYS`` at their earlier value."""
     tree = _tree(cfg)
     for key in UNHASHED:
         _drop(tree, key.split("."))
+    for key, earlier in LATER_KEYS.items():
+        if _get(tree, key) == earlier:
+            _drop(tree, key.split("."))
     for key in FOLDER_KEYS:
         value = _get(tree, key)
         if isinstance(value, str):

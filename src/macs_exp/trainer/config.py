@@ -19,6 +19,10 @@ class TrainerConfig(Schema):
     total_steps: int = MISSING
     budget: str = MISSING
     eval_every: int = MISSING
+    # Whether the untrained policy is evaluated too (step 0, where curves start). Off, a run with
+    # eval_every >= total_steps evaluates once, after training: where one evaluation of every test
+    # user is costly (PGPR on ML-1M), that is the final number at a fraction of the cost.
+    eval_at_start: bool = MISSING
     eval_episodes: int = MISSING
     # The evaluation users are drawn from their own stream, the same for every
     # evaluation and every training seed, so that curves are comparable.

@@ -189,7 +189,8 @@ class Trainer:
             window.paused += self._paused(lambda: self.augmenter.start(self.agent), 0, result)
             # The untrained policy (after the mode's start: expert mode's stage 2), where every
             # evaluation curve starts.
-            window.paused += self._paused(lambda: self._evaluate(0, result), 0, result)
+            if self.cfg.eval_at_start:
+                window.paused += self._paused(lambda: self._evaluate(0, result), 0, result)
         if not self._may_step(loop):
             raise ConfigError(
                 f"trainer.total_steps={cfg.total_steps} leaves no env step for training "
