@@ -122,6 +122,9 @@ def test_the_page_shows_tables_figures_and_the_study_so_far(page: tuple[Path, pa
     assert "| DDPG-E | **0.8" in text
     assert "| [64, 64] | 0.60" in text.split("| [128, 128] | 0.80")[0]
     assert "| synthetic | paper | 0.3" in text
+    # Beside Table I: what data each dataset's rows read, and how often its runs evaluate.
+    assert "- ML-1M: the original ratings.dat is not here." in text
+    assert "cost-matched baseline evaluate once, after training" in text
     figures = sorted(p.name for p in (out.parent / "figures").iterdir())
     assert figures == [
         "fig4-fig4-virtual_taobao-env_steps.png",
