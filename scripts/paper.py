@@ -3,10 +3,13 @@
     python scripts/paper.py page [--ledger docs/results/runs.csv] [--pieces docs/results/pieces.csv]
         [--out docs/results.md] [--figures docs/figures]
     python scripts/paper.py piece --name fig5 --seconds 812 --status 0 [--pieces ...]
+        [--ledger ... --started <epoch seconds>]
 
 ``page`` writes the page and its figures from the ledger alone (no MLflow store) and prints one
 line per section it wrote, then ``verdicts: <k> holds, <k> does not hold, <k> not testable``.
-``piece`` appends one row to the pieces file (what ``make paper-*`` calls after each piece).
+``piece`` appends one row to the pieces file (what ``make paper-*`` calls after each piece);
+given ``--started``, a piece that succeeded with no run finishing into the ledger since then (every
+run was already there) records nothing, so a rerun of the study keeps the pieces' real times.
 Exit status 2 on a missing or malformed ledger.
 """
 
@@ -36,11 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     piece.add_argument("--name", required=True)
     piece.add_argument("--seconds", type=float, required=True)
     piece.add_argument("--status", type=int, required=True)
+    piece.add_argument("--ledger", type=Path, default=Path(paper.LEDGER))
+    piece.add_argument("--started", type=float, help="when the piece started, in seconds since the epoch")
     args = parser.parse_args(argv)
     try:
         if args.command == "piece":
-            paper.record_piece(args.pieces, args.name, args.seconds, args.status)
-            return 0
+            return _piece(args)
         written = paper.write_page(args.ledger, args.pieces, args.out, args.figures)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -48,6 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in written.lines:
         print(line)
     print(written.summary())
+    return 0
+
+
+def _piece(args: argparse.Namespace) -> int:
+    if args.status == 0 and args.started is not None and not paper.ran_since(args.ledger, args.started):
+        print(f"piece {args.name}: every run was already in {args.ledger}; no time recorded")
+        return 0
+    paper.record_piece(args.pieces, args.name, args.seconds, args.status)
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
+import csv
 import os
+import runpy
 import subprocess
 from pathlib import Path
 
@@ -193,6 +196,7 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
         if "-m macs_exp -m" in part
     ]
     assert sum(k == 3 for _, k in packs) == 2  # ML-100k's two protocols
+    assert all("--ledger docs/results/runs.csv --started $start --name" in line for line in pieces)
     assert all(f"trainer.parallel_seeds={k} tracking.ledger=docs/results/runs.csv" in s for s, k in packs)
     for expected in (
         "+experiment=fig4 algo=sac mode=joint macs.replay=eq9",
@@ -205,6 +209,30 @@ def test_make_paper_runs_every_piece_into_the_ledger(tmp_path: Path) -> None:
         f"skipping: {tmp_path}/ml-1m not found",
     ):
         assert expected in text, expected
+
+
+def test_a_piece_records_its_time_only_when_a_run_finished_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second ``make paper`` skips every run; its pieces' seconds of skipping must not be
+    recorded as their wall time. A failed piece is recorded whatever it ran."""
+    book, pieces = tmp_path / "runs.csv", tmp_path / "pieces.csv"
+    ledger.append(book, _row("fig5_hidden", "ddpg", "expert", 0, 0.5))  # finished 2026-12-06T00:00:00Z
+    finished = calendar.timegm((2026, 12, 6, 0, 0, 0, 0, 0, 0))
+    main = runpy.run_path(str(REPO / "scripts" / "paper.py"), run_name="paper_script")["main"]
+
+    def piece(name: str, status: int, started: int) -> int:
+        common = ["--pieces", str(pieces), "--ledger", str(book), "--seconds", "9", "--name", name]
+        return int(main(["piece", *common, "--status", str(status), "--started", str(started)]))
+
+    assert piece("fig5", 0, finished + 1) == 0
+    assert f"piece fig5: every run was already in {book}; no time recorded" in capsys.readouterr().out
+    assert not pieces.exists()
+    assert piece("fig6", 1, finished + 1) == 0
+    assert piece("fig5", 0, finished) == 0  # the run finished in the piece's first second
+    with pieces.open(newline="") as handle:
+        rows = [(r["piece"], r["wall_time_s"], r["status"]) for r in csv.DictReader(handle)]
+    assert rows == [("fig6", "9", "1"), ("fig5", "9", "0")]
 
 
 @pytest.mark.parametrize("original", [False, True])

@@ -14,6 +14,7 @@ A verdict is one of three words, decided by fixed rules rather than read off by 
 
 from __future__ import annotations
 
+import calendar
 import collections
 import csv
 import math
@@ -78,8 +79,16 @@ def record_piece(path: str | Path, name: str, seconds: float, status: int) -> No
         writer = csv.writer(handle, lineterminator="\n")
         if new:
             writer.writerow(PIECE_COLUMNS)
-        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        finished = time.strftime(ledger.STAMP, time.gmtime())
         writer.writerow([name, ledger.git_commit(), finished, f"{seconds:.0f}", status, socket.gethostname()])
+
+
+def ran_since(ledger_path: str | Path, started: float) -> bool:
+    """Whether a run finished into the ledger at or after ``started`` (seconds since the epoch).
+    A piece that ran nothing (a second ``make paper``) must not record its seconds of skipping as
+    the piece's wall time: the page would then show the wrong cost."""
+    stamps = (calendar.timegm(time.strptime(e.finished_at, ledger.STAMP)) for e in ledger.read(ledger_path))
+    return any(stamp >= math.floor(started) for stamp in stamps)
 
 
 def paper_numbers() -> dict[str, Any]:

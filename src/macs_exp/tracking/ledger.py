@@ -85,6 +85,8 @@ ROW_PARAMS = (
 # Per-update losses are many, noisy and read by no report.
 UNKEPT_PREFIXES = ("train/",)
 ENV_STEPS = "perf/env_steps"
+# How a row writes its finish time: UTC, to the second.
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -234,7 +236,7 @@ def entry(
         env=str(cfg.env.name),
         seed=int(cfg.seed),
         commit=git_commit(),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        finished_at=time.strftime(STAMP, time.gmtime()),
         wall_time_s=wall_time_s,
         seeds_in_process=seeds_in_process,
         run_id=run_id or "",
