@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,9 +16,15 @@ from kg_files import write_ml100k
 pytestmark = pytest.mark.slow
 
 
-def run_script(*args: str) -> list[str]:
+def run_script(*args: str, env: dict[str, str] | None = None) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()
@@ -39,19 +46,25 @@ def test_check_pendulum_with_seeds_prints_each_seed_then_their_mean() -> None:
 
 
 def test_bench_prints_one_parseable_line_per_figure(tmp_path) -> None:
-    # Tiny MACS settings so that stage 2 runs within the short joint-mode timing.
+    # Tiny MACS settings so that stage 2 runs within the short joint-mode timing, and a small
+    # replay buffer for both trainers (SB3 allocates all of it up front).
     macs = ["macs.threshold_frac=0", "macs.threshold_window=3", "macs.stage2_steps=40"]
+    small = ["algo.buffer_size=10000", "algo.batch_size=32"]
     # A tiny ML-100K with side files: the preprocessing and PGPR sections run on it.
     write_ml100k(tmp_path / "ml-100k")
     lines = run_script(
         "scripts/bench_throughput.py",
         "--steps",
-        "400",
+        "100",
         "--macs-steps",
-        "400",
+        "200",
         "--data-root",
         str(tmp_path),
         *macs,
+        *small,
+        # SB3's out-of-the-box worker would take torch's default threads beside the other test
+        # worker; the figures' values are not checked here, only their lines.
+        env={"OMP_NUM_THREADS": "1"},
     )
     figures = {}
     for line in lines:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, TINY_MACS
+from conftest import TINY, TINY_CTRL, TINY_MACS
 from macs_exp.agents import Agent, Transitions, make_agent
 from macs_exp.agents.base import OffPolicyAgent
 from macs_exp.agents.stack import SeedStack, Separate, seed_learner
@@ -244,6 +244,7 @@ def test_item_choosing_agents_train_seed_parallel_as_alone(tmp_path: Path) -> No
 def test_every_mode_trains_seed_parallel(mode: str, tmp_path: Path) -> None:
     overrides = ["algo=ddpg", f"mode={mode}", *TINY, *TINY_MACS, "tracking.enabled=false"]
     overrides += [f"expert.cache_dir={tmp_path / 'experts'}", "seeds=[0,1]"]
+    overrides += TINY_CTRL if mode == "ctrl" else []
     results = run_seeds(compose_config(overrides), tmp_path / "group")
     assert [r.steps for r in results] == [400, 400]
     extra = "cf/transitions" if mode != "ctrl" else "ctrl/fits"
