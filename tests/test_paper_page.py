@@ -121,6 +121,8 @@ def test_the_page_shows_tables_figures_and_the_study_so_far(page: tuple[Path, pa
         assert f"## {title}" in text
     assert "| fig4 | 75 | 105 |" in text
     assert "| fig5 | 12.6 min | ok |" in text
+    assert "| fig5_hidden | 15 | 15 | 13 min |" in text
+    assert "runs per commit: `c0ffee` (" in text and "-dirty" not in text
     # Fig. 4's table with its changes and p-values, Fig. 5's finals, the ground truth's columns.
     assert "| DDPG-E | **0.8" in text
     assert "| [64, 64] | 0.60" in text.split("| [128, 128] | 0.80")[0]
@@ -168,6 +170,36 @@ def test_the_paper_numbers_sit_beside_ours(tmp_path: Path) -> None:
     assert "no -E/-J runs beside -CTRL runs" in text
     assert "No piece has been recorded yet." in text
     assert written.summary().startswith("verdicts: ")
+
+
+def test_a_preset_adds_up_its_pieces_and_overlapping_pieces_count_once(tmp_path: Path) -> None:
+    book = tmp_path / "runs.csv"
+    for seed in range(3):
+        row = _row("table1", "ddpg", "baseline", seed, 0.0, **{"env.candidates": "rated"})
+        commit = "0123456789abcdef" * 2 + "01234567" + ("-dirty" if seed == 2 else "")
+        ledger.append(book, ledger.Entry(**{**row.__dict__, "env": "ml100k", "commit": commit}))
+    pieces = tmp_path / "pieces.csv"
+    with pieces.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(paper.PIECE_COLUMNS)
+        # The second piece runs inside the first; the third alone, later.
+        writer.writerow(["table1-ml100k-rated-ac", "c0ffee", "2026-12-06T10:00:00Z", "3600", "0", "h"])
+        writer.writerow(["table1-ml100k-rated-ref-pgpr", "c0ffee", "2026-12-06T09:30:00Z", "1800", "0", "h"])
+        writer.writerow(["fig4-td3", "c0ffee", "2026-12-06T12:00:00Z", "600", "0", "h"])
+    out = tmp_path / "results.md"
+    paper.write_page(book, pieces, out, tmp_path / "figures")
+    text = out.read_text()
+    expected = (
+        "| table1 ml100k (rated) | 3 | 135 | 1.5 h |",
+        "| fig4 | 0 | 105 | 10 min |",
+        "| fig5_hidden | 0 | 15 | – |",
+        "| all | 3 | 305 | 1.7 h |",
+        "kept the machine busy for 1.2 h of wall clock",
+        "runs per commit: `0123456789ab` (2), `0123456789ab-dirty` (1)). A `-dirty` commit is one that",
+    )
+    assert [line for line in expected if line not in text] == []
+    assert paper.piece_preset("ground-truth") == "ground_truth"
+    assert paper.piece_preset("table1-douban_book-catalog-pgpr2") == "table1 douban_book (catalog)"
 
 
 def test_the_paper_yaml_holds_table_one() -> None:
