@@ -14,7 +14,6 @@ A verdict is one of three words, decided by fixed rules rather than read off by 
 
 from __future__ import annotations
 
-import calendar
 import collections
 import csv
 import math
@@ -87,8 +86,7 @@ def ran_since(ledger_path: str | Path, started: float) -> bool:
     """Whether a run finished into the ledger at or after ``started`` (seconds since the epoch).
     A piece that ran nothing (a second ``make paper``) must not record its seconds of skipping as
     the piece's wall time: the page would then show the wrong cost."""
-    stamps = (calendar.timegm(time.strptime(e.finished_at, ledger.STAMP)) for e in ledger.read(ledger_path))
-    return any(stamp >= math.floor(started) for stamp in stamps)
+    return any(ledger.stamp_seconds(e.finished_at) >= math.floor(started) for e in ledger.read(ledger_path))
 
 
 def paper_numbers() -> dict[str, Any]:
@@ -299,7 +297,7 @@ def _covered_hours(pieces: list[dict[str, str]]) -> float:
     """The wall clock the pieces' runs cover: the union of their [start, finish] intervals."""
     spans = []
     for row in pieces:
-        finish = float(calendar.timegm(time.strptime(row["finished_at"], ledger.STAMP)))
+        finish = float(ledger.stamp_seconds(row["finished_at"]))
         spans.append((finish - float(row["wall_time_s"]), finish))
     covered, reach = 0.0, -math.inf
     for start, end in sorted(spans):

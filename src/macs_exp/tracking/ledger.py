@@ -17,6 +17,7 @@ threads, the device, the caches, and the folder a dataset lives in (only its nam
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import csv
 import dataclasses
@@ -87,6 +88,11 @@ UNKEPT_PREFIXES = ("train/",)
 ENV_STEPS = "perf/env_steps"
 # How a row writes its finish time: UTC, to the second.
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def stamp_seconds(stamp: str) -> int:
+    """A :data:`STAMP` time as seconds since the epoch."""
+    return calendar.timegm(time.strptime(stamp, STAMP))
 
 
 def config_hash(cfg: DictConfig) -> str:
